@@ -1,0 +1,81 @@
+import * as fs from "fs";
+import * as path from "path";
+import * as auto from "@pulumi/pulumi/automation";
+import { invalid } from "../errors";
+import { engineEnv } from "./env";
+import { ENGINE_VERSION, engineBinDir } from "./paths";
+
+/** Which Pulumi project and stack to drive. */
+export interface StackArgs {
+  /** A folder with Pulumi.yaml and an index.ts (or index.js) program. */
+  readonly projectDir: string;
+  readonly stackName: string;
+  /**
+   * State folder for the file backend.
+   * @default engineEnv's default ($GCI_STATE or <package root>/.gci)
+   */
+  readonly stateDir?: string;
+}
+
+/**
+ * Opens (creating if needed) a stack of a Pulumi project folder, run by the `pulumi` CLI
+ * built by scripts/setup.sh. The program runs in this process as an Automation API inline
+ * program: the Node.js language host (pulumi-language-nodejs) is not served by the module
+ * proxy this project builds from, and inline programs need only the CLI. See README.md.
+ */
+export async function openStack(args: StackArgs): Promise<auto.Stack> {
+  const projectDir = path.resolve(args.projectDir);
+  const projectName = readProjectName(projectDir);
+  const entry = programEntry(projectDir);
+  const envVars = engineEnv({ stateDir: args.stateDir });
+  // The Automation API spawns `pulumi`; its own process needs the engine env too, because
+  // the program (dynamic providers included) runs here.
+  Object.assign(process.env, envVars);
+  const pulumiCommand = await auto.PulumiCommand.get({
+    root: path.dirname(engineBinDir()),
+    version: new (require("semver").SemVer)(ENGINE_VERSION),
+    skipVersionCheck: true,
+  });
+  const program = async () => loadProgram(entry);
+  return auto.LocalWorkspace.createOrSelectStack(
+    { stackName: args.stackName, projectName, program },
+    { workDir: projectDir, envVars, pulumiCommand },
+  );
+}
+
+function readProjectName(projectDir: string): string {
+  const file = path.join(projectDir, "Pulumi.yaml");
+  if (!fs.existsSync(file)) {
+    throw invalid(`no Pulumi.yaml in "${projectDir}": pass --dir pointing at a Pulumi project folder`);
+  }
+  const match = /^name:\s*["']?([A-Za-z0-9_.-]+)["']?\s*$/m.exec(fs.readFileSync(file, "utf8"));
+  if (!match) throw invalid(`"${file}" has no "name:" line: add one, e.g. "name: my-app"`);
+  return match[1];
+}
+
+function programEntry(projectDir: string): string {
+  for (const name of ["index.ts", "index.js"]) {
+    const file = path.join(projectDir, name);
+    if (fs.existsSync(file)) return file;
+  }
+  throw invalid(`no index.ts or index.js in "${projectDir}": a GCI program's entry point is index.ts`);
+}
+
+/**
+ * Runs the program's module body inside the engine's context; its exports become the stack
+ * outputs, as with `pulumi up` in a project folder. A fresh require each time, so preview
+ * and up in one process both run the program.
+ */
+async function loadProgram(entry: string): Promise<Record<string, unknown>> {
+  if (entry.endsWith(".ts")) require("tsx/cjs/api").register();
+  for (const key of Object.keys(require.cache)) {
+    if (
+      key.startsWith(path.dirname(entry) + path.sep) &&
+      !key.includes(`${path.sep}node_modules${path.sep}`)
+    ) {
+      delete require.cache[key];
+    }
+  }
+  const exported = require(entry);
+  return typeof exported?.default === "function" ? await exported.default() : { ...exported };
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One idempotent set-up for everything GCI needs; both README commands run it first.
+#   1. Debian packages: QEMU, a guest kernel, busybox, etcd, jq, python3-grpcio (a gRPC client that is not ours)
+#   2. npm dependencies (npm ci, skipped when package-lock.json is unchanged)
+#   3. the Pulumi engine, built from its Go modules into a cache outside the checkout,
+#      keyed by version: $GCI_CACHE (default ~/.cache/gci)/engine-v<version>/bin
+# The first run on a new machine takes several minutes (the engine build alone is about
+# 5 minutes on 2 cores); later runs check and return in seconds.
+set -euo pipefail
+
+ENGINE_VERSION=3.274.1
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${GCI_CACHE:-$HOME/.cache/gci}"
+ENGINE_BIN="$CACHE/engine-v$ENGINE_VERSION/bin"
+APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static etcd-server etcd-client jq python3-grpcio iproute2 procps)
+
+step() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+install_debian_packages() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then return; fi
+  step "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_npm_dependencies() {
+  local stamp="$ROOT/node_modules/.gci-lock-sha256"
+  local want
+  want="$(sha256sum "$ROOT/package-lock.json" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+  step "installing npm dependencies (npm ci)"
+  (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$stamp"
+}
+
+build_engine() {
+  if [ -x "$ENGINE_BIN/pulumi" ] && [ "$("$ENGINE_BIN/pulumi" version 2>/dev/null)" = "v$ENGINE_VERSION" ]; then return; fi
+  command -v go >/dev/null || { echo "setup: Go is required to build the Pulumi engine; install Go 1.26+ and rerun" >&2; exit 1; }
+  step "building the pulumi CLI v$ENGINE_VERSION from its Go module (first time only; ~5 minutes on 2 cores)"
+  mkdir -p "$ENGINE_BIN"
+  local tmp="$ENGINE_BIN/pulumi.tmp.$$"
+  (cd "$ROOT/scripts/engine" && GOFLAGS=-mod=mod go build -trimpath \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$ENGINE_VERSION" \
+    -o "$tmp" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
+  mv "$tmp" "$ENGINE_BIN/pulumi"
+}
+
+# The dynamic-provider launcher ships in @pulumi/pulumi; the engine finds it without a warning
+# when it sits next to the CLI. It resolves @pulumi/pulumi from the program's folder at run time,
+# so one copy serves every checkout.
+install_launcher() {
+  local src="$ROOT/node_modules/@pulumi/pulumi/pulumi-resource-pulumi-nodejs"
+  cmp -s "$src" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs" 2>/dev/null && return
+  install -m 0755 "$src" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs"
+}
+
+install_debian_packages
+install_npm_dependencies
+build_engine
+install_launcher
+step "ready: pulumi $("$ENGINE_BIN/pulumi" version) in $ENGINE_BIN"
