@@ -1,0 +1,234 @@
+/**
+ * Input checks shared by both catalog engines, so SQLite and etcd reject exactly the same
+ * values with exactly the same messages. Each check throws an INVALID_ARGUMENT GciError that
+ * quotes the bad value and says what is expected.
+ * @internal
+ */
+
+import { GciError, invalid, notFound } from "../errors";
+import type {
+  DatacenterRecord,
+  ImageRecord,
+  LeaseRecord,
+  PlacementRecord,
+  PlacementState,
+  VmGroupRecord,
+  VmRecord,
+  VmState,
+} from "./types";
+
+const NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+const ENDPOINT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$/;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const MAX_ID = 512;
+
+export const PLACEMENT_STATES: readonly PlacementState[] = ["present", "transferring", "failed"];
+export const VM_STATES: readonly VmState[] = [
+  "provisioning",
+  "booting",
+  "running",
+  "stopping",
+  "stopped",
+  "failed",
+];
+
+const show = (v: unknown): string => (typeof v === "string" ? JSON.stringify(v) : String(v));
+
+/** A region or datacenter name: a DNS-label-like word, 1–63 characters. */
+export function checkName(what: string, value: unknown): string {
+  if (typeof value !== "string" || !NAME.test(value)) {
+    throw invalid(
+      `${what} ${show(value)} is not a valid name: use 1-63 letters, digits, '.', '_' or '-', ` +
+        `starting and ending with a letter or digit (for example "eu-west-1a").`,
+    );
+  }
+  return value;
+}
+
+/** An image digest: "sha256:" and 64 lowercase hex digits. */
+export function checkDigest(value: unknown): string {
+  if (typeof value !== "string" || !DIGEST.test(value)) {
+    throw invalid(
+      `image digest ${show(value)} is not valid: expected "sha256:" followed by 64 lowercase hex digits, ` +
+        `the sha256 of the whole image archive.`,
+    );
+  }
+  return value;
+}
+
+/** A free-form identifier (request id, VM id, lease holder): 1–512 printable characters. */
+export function checkId(what: string, value: unknown): string {
+  if (typeof value !== "string" || value.length === 0 || value.length > MAX_ID || CONTROL.test(value)) {
+    throw invalid(
+      `${what} ${show(value)} is not valid: use 1-${MAX_ID} characters without control characters ` +
+        `(a UUID is a good choice).`,
+    );
+  }
+  return value;
+}
+
+/** A count, size or timestamp: a non-negative safe integer. */
+export function checkCount(what: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw invalid(`${what} ${show(value)} is not valid: expected a whole number of at least 0.`);
+  }
+  return value;
+}
+
+/** A strictly positive safe integer. */
+export function checkPositive(what: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
+    throw invalid(`${what} ${show(value)} is not valid: expected a whole number greater than 0.`);
+  }
+  return value;
+}
+
+function checkOneOf<T extends string>(what: string, value: unknown, allowed: readonly T[]): T {
+  if (typeof value !== "string" || !(allowed as readonly string[]).includes(value)) {
+    throw invalid(`${what} ${show(value)} is not valid: expected one of ${allowed.join(", ")}.`);
+  }
+  return value as T;
+}
+
+export function checkDatacenter(dc: DatacenterRecord): DatacenterRecord {
+  checkName("datacenter name", dc.name);
+  checkName(`region of datacenter "${dc.name}"`, dc.region);
+  if (typeof dc.endpoint !== "string" || !ENDPOINT.test(dc.endpoint)) {
+    throw invalid(
+      `endpoint ${show(dc.endpoint)} of datacenter "${dc.name}" is not valid: expected host:port ` +
+        `of its cluster manager, for example "127.0.0.1:50051".`,
+    );
+  }
+  const port = Number(ENDPOINT.exec(dc.endpoint)![2]);
+  if (port < 1 || port > 65535) {
+    throw invalid(`endpoint "${dc.endpoint}" of datacenter "${dc.name}" has port ${port}: use 1-65535.`);
+  }
+  if (typeof dc.capacity !== "object" || dc.capacity === null) {
+    throw invalid(`capacity of datacenter "${dc.name}" is missing: give { vcpus, memoryMiB }.`);
+  }
+  checkCount(`capacity.vcpus of datacenter "${dc.name}"`, dc.capacity.vcpus);
+  checkCount(`capacity.memoryMiB of datacenter "${dc.name}"`, dc.capacity.memoryMiB);
+  checkCount(`heartbeatAt of datacenter "${dc.name}"`, dc.heartbeatAt);
+  return {
+    name: dc.name,
+    region: dc.region,
+    endpoint: dc.endpoint,
+    capacity: { vcpus: dc.capacity.vcpus, memoryMiB: dc.capacity.memoryMiB },
+    heartbeatAt: dc.heartbeatAt,
+  };
+}
+
+export function checkImage(image: ImageRecord): ImageRecord {
+  checkDigest(image.digest);
+  if (typeof image.name !== "string" || CONTROL.test(image.name) || image.name.length > MAX_ID) {
+    throw invalid(
+      `name ${show(image.name)} of image ${image.digest} is not valid: use up to ${MAX_ID} printable characters.`,
+    );
+  }
+  if (typeof image.owner !== "string" || CONTROL.test(image.owner) || image.owner.length > MAX_ID) {
+    throw invalid(
+      `owner ${show(image.owner)} of image ${image.digest} is not valid: use up to ${MAX_ID} printable characters.`,
+    );
+  }
+  checkCount(`sizeBytes of image ${image.digest}`, image.sizeBytes);
+  checkCount(`createdAt of image ${image.digest}`, image.createdAt);
+  return {
+    digest: image.digest,
+    name: image.name,
+    sizeBytes: image.sizeBytes,
+    owner: image.owner,
+    createdAt: image.createdAt,
+  };
+}
+
+export function checkPlacement(p: PlacementRecord): PlacementRecord {
+  checkDigest(p.digest);
+  checkName("placement datacenter", p.datacenter);
+  const where = `placement of ${p.digest} in "${p.datacenter}"`;
+  checkOneOf(`state of ${where}`, p.state, PLACEMENT_STATES);
+  checkCount(`bytesDone of ${where}`, p.bytesDone);
+  checkCount(`bytesTotal of ${where}`, p.bytesTotal);
+  if (typeof p.error !== "string") {
+    throw invalid(`error of ${where} is ${show(p.error)}: give a string ("" when there is no error).`);
+  }
+  checkCount(`updatedAt of ${where}`, p.updatedAt);
+  return {
+    digest: p.digest,
+    datacenter: p.datacenter,
+    state: p.state,
+    bytesDone: p.bytesDone,
+    bytesTotal: p.bytesTotal,
+    error: p.error,
+    updatedAt: p.updatedAt,
+  };
+}
+
+export function checkLeaseArgs(digest: string, datacenter: string, holder: string, ttlMs?: number): void {
+  checkDigest(digest);
+  checkName("lease datacenter", datacenter);
+  checkId("lease holder", holder);
+  if (ttlMs !== undefined) checkPositive("lease ttlMs", ttlMs);
+}
+
+export function checkVmGroup(g: VmGroupRecord): VmGroupRecord {
+  checkId("VM group request id", g.requestId);
+  const where = `VM group "${g.requestId}"`;
+  checkName(`datacenter of ${where}`, g.datacenter);
+  checkDigest(g.digest);
+  checkCount(`count of ${where}`, g.count);
+  checkCount(`vcpus of ${where}`, g.vcpus);
+  checkCount(`memoryMiB of ${where}`, g.memoryMiB);
+  checkCount(`createdAt of ${where}`, g.createdAt);
+  return {
+    requestId: g.requestId,
+    datacenter: g.datacenter,
+    digest: g.digest,
+    count: g.count,
+    vcpus: g.vcpus,
+    memoryMiB: g.memoryMiB,
+    createdAt: g.createdAt,
+  };
+}
+
+export function checkVm(vm: VmRecord): VmRecord {
+  checkId("VM id", vm.id);
+  const where = `VM "${vm.id}"`;
+  checkId(`request id of ${where}`, vm.requestId);
+  checkName(`datacenter of ${where}`, vm.datacenter);
+  checkDigest(vm.digest);
+  checkOneOf(`state of ${where}`, vm.state, VM_STATES);
+  if (typeof vm.addresses !== "object" || vm.addresses === null || Array.isArray(vm.addresses)) {
+    throw invalid(`addresses of ${where} is ${show(vm.addresses)}: give an object, guest port -> host:port.`);
+  }
+  for (const [port, addr] of Object.entries(vm.addresses)) {
+    if (typeof addr !== "string") {
+      throw invalid(
+        `address for guest port ${port} of ${where} is ${show(addr)}: give a "host:port" string.`,
+      );
+    }
+  }
+  checkCount(`updatedAt of ${where}`, vm.updatedAt);
+  return {
+    id: vm.id,
+    requestId: vm.requestId,
+    datacenter: vm.datacenter,
+    digest: vm.digest,
+    state: vm.state,
+    addresses: { ...vm.addresses },
+    updatedAt: vm.updatedAt,
+  };
+}
+
+/** True when a stored lease still binds others at `now`. */
+export function leaseLive(lease: LeaseRecord, now: number): boolean {
+  return lease.expiresAt > now;
+}
+
+/** The error for a heartbeat from a datacenter the catalog does not know. */
+export function unknownDatacenter(name: string): GciError {
+  return notFound(
+    `datacenter "${name}" is not in the catalog: register it with putDatacenter before sending heartbeats.`,
+  );
+}

@@ -1,0 +1,125 @@
+import type * as pulumi from "@pulumi/pulumi";
+import { openCatalog } from "../catalog";
+import { checkName } from "../catalog/validate";
+import { invalid } from "../errors";
+import { Failures } from "./inputs";
+
+/** The inputs of a Datacenter as the engine stores them. */
+export interface DatacenterInputs {
+  readonly catalog: string;
+  readonly region: string;
+  readonly name: string;
+  readonly endpoint: string;
+  readonly vcpus: number;
+  readonly memoryMiB: number;
+}
+
+const ENDPOINT = /^[A-Za-z0-9._-]+:[0-9]{1,5}$/;
+
+function checkEndpoint(v: unknown): string {
+  if (typeof v !== "string" || !ENDPOINT.test(v) || Number(v.split(":")[1]) > 65535) {
+    throw invalid(`endpoint ${JSON.stringify(v)} is not host:port: write it like "127.0.0.1:7001"`);
+  }
+  return v;
+}
+
+function checkPositive(what: string): (v: unknown) => number {
+  return (v) => {
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
+      throw invalid(`${what} ${JSON.stringify(v)} must be a whole number above 0`);
+    }
+    return v;
+  };
+}
+
+function checkCatalogUrl(v: unknown): string {
+  if (typeof v !== "string" || !/^(sqlite:\/|etcd:\/\/)/.test(v)) {
+    throw invalid(
+      `catalog ${JSON.stringify(v)} is not a catalog location: use "sqlite:/abs/path/catalog.db" or ` +
+        `"etcd://host:port,host:port" (or pass gci.Catalog.fromStackOutput(...))`,
+    );
+  }
+  return v;
+}
+
+/** Records a datacenter of a region, with its cluster manager's endpoint, in the catalog. */
+export const datacenterHandlers: pulumi.dynamic.ResourceProvider = {
+  async check(_olds, news) {
+    const f = new Failures();
+    f.field("catalog", news.catalog, checkCatalogUrl);
+    f.field("region", news.region, (v) => checkName("region", v));
+    f.field("name", news.name, (v) => checkName("datacenter name", v));
+    f.field("endpoint", news.endpoint, checkEndpoint);
+    f.field("vcpus", news.vcpus, checkPositive("vcpus"));
+    f.field("memoryMiB", news.memoryMiB, checkPositive("memoryMiB"));
+    return { inputs: news, failures: f.list };
+  },
+
+  async diff(_id, olds: DatacenterInputs, news: DatacenterInputs) {
+    const keys = ["catalog", "region", "name", "endpoint", "vcpus", "memoryMiB"] as const;
+    const changed = keys.filter((k) => olds[k] !== news[k]);
+    const replaces = changed.filter((k) => k === "catalog" || k === "name" || k === "region");
+    return { changes: changed.length > 0, replaces, deleteBeforeReplace: replaces.length > 0 };
+  },
+
+  async create(inputs: DatacenterInputs) {
+    const catalog = await openCatalog(inputs.catalog);
+    try {
+      await catalog.putDatacenter(record(inputs));
+    } finally {
+      await catalog.close();
+    }
+    return { id: inputs.name, outs: inputs };
+  },
+
+  async update(_id, _olds: DatacenterInputs, news: DatacenterInputs) {
+    const catalog = await openCatalog(news.catalog);
+    try {
+      const current = await catalog.getDatacenter(news.name);
+      await catalog.putDatacenter({ ...record(news), heartbeatAt: current?.heartbeatAt ?? 0 });
+    } finally {
+      await catalog.close();
+    }
+    return { outs: news };
+  },
+
+  async read(id, props: DatacenterInputs) {
+    const catalog = await openCatalog(props.catalog);
+    try {
+      const dc = await catalog.getDatacenter(id);
+      // An empty id tells the engine the resource is gone.
+      if (!dc) return { id: "", props: {} };
+      return {
+        id,
+        props: {
+          ...props,
+          region: dc.region,
+          endpoint: dc.endpoint,
+          vcpus: dc.capacity.vcpus,
+          memoryMiB: dc.capacity.memoryMiB,
+        },
+      };
+    } finally {
+      await catalog.close();
+    }
+  },
+
+  async delete(id, props: DatacenterInputs) {
+    const catalog = await openCatalog(props.catalog);
+    try {
+      await catalog.deleteDatacenter(id);
+    } finally {
+      await catalog.close();
+    }
+  },
+};
+
+function record(inputs: DatacenterInputs) {
+  return {
+    name: inputs.name,
+    region: inputs.region,
+    endpoint: inputs.endpoint,
+    capacity: { vcpus: inputs.vcpus, memoryMiB: inputs.memoryMiB },
+    heartbeatAt: 0,
+  };
+}
