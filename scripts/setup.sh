@@ -12,6 +12,8 @@ ENGINE_VERSION=3.274.1
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${GCI_CACHE:-$HOME/.cache/gci}"
 ENGINE_BIN="$CACHE/engine-v$ENGINE_VERSION/bin"
+GRPCURL_VERSION=1.9.4
+GRPCURL_BIN="$CACHE/grpcurl-v$GRPCURL_VERSION/bin"
 APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static etcd-server etcd-client jq python3-grpcio iproute2 procps)
 
 step() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
@@ -51,6 +53,13 @@ build_engine() {
   mv "$tmp" "$ENGINE_BIN/pulumi"
 }
 
+# grpcurl, a gRPC client that is not ours: tests list images through server reflection with it.
+build_grpcurl() {
+  [ -x "$GRPCURL_BIN/grpcurl" ] && return
+  step "building grpcurl v$GRPCURL_VERSION from its Go module (first time only; ~1 minute)"
+  GOBIN="$GRPCURL_BIN" GOFLAGS=-mod=mod go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@v$GRPCURL_VERSION"
+}
+
 # The dynamic-provider launcher ships in @pulumi/pulumi; the engine finds it without a warning
 # when it sits next to the CLI. It resolves @pulumi/pulumi from the program's folder at run time,
 # so one copy serves every checkout.
@@ -64,4 +73,5 @@ install_debian_packages
 install_npm_dependencies
 build_engine
 install_launcher
+build_grpcurl
 step "ready: pulumi $("$ENGINE_BIN/pulumi" version) in $ENGINE_BIN"

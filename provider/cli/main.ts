@@ -1,0 +1,60 @@
+import { Command, CommanderError } from "commander";
+import { GciError } from "../errors";
+import { runDoctor } from "./doctor";
+import { table } from "./output";
+import { imageCommand, transfersCommand } from "./image";
+import { stackCommand } from "./stack";
+import { vmCommand } from "./vm";
+import { worldCommand } from "./world";
+
+/** Builds the `gci` command tree. */
+export function program(): Command {
+  const root = new Command("gci")
+    .description("GCI, the Global Computing Interface: VM images and VMs across regions, driven from Pulumi")
+    .showHelpAfterError();
+
+  root
+    .command("doctor")
+    .description("check what GCI needs on this machine; exits 1 when something required is missing")
+    .option("--json", "print the rows as JSON")
+    .action((opts: { json?: boolean }) => {
+      const rows = runDoctor();
+      if (opts.json) console.log(JSON.stringify(rows, null, 2));
+      else {
+        console.log(
+          table(
+            ["requirement", "status", "detail", "fix"],
+            rows.map((r) => [r.name, r.status, r.detail, r.fix]),
+          ),
+        );
+      }
+      if (rows.some((r) => r.required && r.status === "missing")) process.exitCode = 1;
+    });
+
+  root.addCommand(worldCommand());
+  root.addCommand(imageCommand());
+  root.addCommand(transfersCommand());
+  root.addCommand(vmCommand());
+  root.addCommand(stackCommand());
+  return root;
+}
+
+/** Entry point of bin/gci: runs the command and turns errors into one clear line and exit 1. */
+export function main(argv: string[]): void {
+  program()
+    .exitOverride()
+    .parseAsync(argv)
+    .catch((e: unknown) => {
+      if (e instanceof CommanderError) {
+        process.exitCode = e.exitCode;
+        return;
+      }
+      const message = GciError.isInstance(e)
+        ? `${e.code}: ${e.message}`
+        : e instanceof Error
+          ? e.message
+          : String(e);
+      console.error(`gci: ${message}`);
+      process.exitCode = 1;
+    });
+}

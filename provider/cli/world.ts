@@ -1,0 +1,113 @@
+import * as path from "path";
+import { Command } from "commander";
+import { openCatalog, Catalog } from "../catalog";
+import { ClusterClient } from "../client";
+import { notFound, precondition } from "../errors";
+import { stateRoot } from "../engine/paths";
+import {
+  DEFAULT_SPEC,
+  readSpec,
+  readWorld,
+  specFromFlags,
+  startWorld,
+  stopWorld,
+  WorldState,
+  worldStatus,
+} from "../world";
+import { table } from "./output";
+
+/** The world folder: --world, $GCI_WORLD, or <state>/world. */
+export function worldDir(opt?: string): string {
+  return path.resolve(opt ?? process.env.GCI_WORLD ?? path.join(stateRoot(), "world"));
+}
+
+/** The running world in that folder, or a clear error saying how to start one. */
+export function requireWorld(dir: string): WorldState {
+  const state = readWorld(dir);
+  if (!state) throw precondition(`no world runs in "${dir}": start one with \`gci world up\``);
+  return state;
+}
+
+/** A client of the named datacenter's cluster manager, from the world's record. */
+export function clientFor(state: WorldState, datacenter: string): ClusterClient {
+  const dc = state.datacenters.find((d) => d.name === datacenter);
+  if (!dc) {
+    throw notFound(
+      `datacenter "${datacenter}" is not in this world (${state.datacenters.map((d) => d.name).join(", ")})`,
+    );
+  }
+  return new ClusterClient(dc.endpoint);
+}
+
+/** Opens the world's catalog for the duration of `fn`. */
+export async function withCatalog<T>(state: WorldState, fn: (c: Catalog) => Promise<T>): Promise<T> {
+  const catalog = await openCatalog(state.catalog);
+  try {
+    return await fn(catalog);
+  } finally {
+    await catalog.close();
+  }
+}
+
+export function worldCommand(): Command {
+  const cmd = new Command("world").description(
+    "run a local world: one cluster manager per datacenter, one catalog",
+  );
+  cmd
+    .command("up")
+    .description("start a world (default: regions us:2, eu:1, ap:1); a running world is left as it is")
+    .option("--world <dir>", "world folder (default $GCI_WORLD or .gci/world)")
+    .option("--config <file>", 'world config JSON: {"regions": {"us": ["us-1", "us-2"]}, "vcpus": 16}')
+    .option(
+      "--region <name[:count]...>",
+      "a region and its number of datacenters, repeatable (e.g. --region us:2)",
+    )
+    .option("--max-transfer-rate <bytes>", "cap each cluster manager's outgoing transfers, bytes/s")
+    .option("--json", "print the world as JSON")
+    .action(async (opts) => {
+      const spec = opts.config
+        ? readSpec(opts.config)
+        : opts.region
+          ? specFromFlags(opts.region)
+          : DEFAULT_SPEC;
+      const extra = opts.maxTransferRate ? ["--max-transfer-rate", String(opts.maxTransferRate)] : [];
+      const state = await startWorld(worldDir(opts.world), spec, extra);
+      if (opts.json) console.log(JSON.stringify(state, null, 2));
+      else {
+        console.log(
+          table(
+            ["datacenter", "region", "endpoint", "pid"],
+            state.datacenters.map((d) => [d.name, d.region, d.endpoint, String(d.pid)]),
+          ),
+        );
+        console.log(`\nworld folder: ${state.dir}\ncatalog: ${state.catalog}\nstop it with: gci world down`);
+      }
+    });
+  cmd
+    .command("status")
+    .description("each datacenter's health, images and transfers")
+    .option("--world <dir>", "world folder")
+    .option("--json", "print JSON")
+    .action(async (opts) => {
+      const rows = await worldStatus(worldDir(opts.world));
+      if (opts.json) console.log(JSON.stringify(rows, null, 2));
+      else {
+        console.log(
+          table(
+            ["datacenter", "region", "endpoint", "health", "images", "transfers"],
+            rows.map((r) => [r.name, r.region, r.endpoint, r.health, String(r.images), String(r.transfers)]),
+          ),
+        );
+      }
+      if (rows.some((r) => r.health !== "SERVING")) process.exitCode = 1;
+    });
+  cmd
+    .command("down")
+    .description("stop every cluster manager of the world (data and catalog are kept)")
+    .option("--world <dir>", "world folder")
+    .action(async (opts) => {
+      const n = await stopWorld(worldDir(opts.world));
+      console.log(n > 0 ? `stopped ${n} cluster managers` : "no world was running");
+    });
+  return cmd;
+}

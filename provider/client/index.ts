@@ -1,0 +1,180 @@
+import { Readable } from "stream";
+import * as grpc from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+import type { ClusterManagerClient } from "../../schema/gen/gci/v1/ClusterManager";
+import type { Image__Output as Image } from "../../schema/gen/gci/v1/Image";
+import type { Operation__Output as Operation } from "../../schema/gen/gci/v1/Operation";
+import type { PeerClient } from "../../schema/gen/gci/v1/Peer";
+import type { StartVmsRequest } from "../../schema/gen/gci/v1/StartVmsRequest";
+import type { TransmitImageRequest } from "../../schema/gen/gci/v1/TransmitImageRequest";
+import type { TransmitImageResponse__Output } from "../../schema/gen/gci/v1/TransmitImageResponse";
+import type { UploadHeader } from "../../schema/gen/gci/v1/UploadHeader";
+import type { Vm__Output as Vm } from "../../schema/gen/gci/v1/Vm";
+import { CHANNEL_OPTIONS, loadApi } from "../rpc/proto";
+import { fromStatus } from "../rpc/status";
+
+export type { Image, Operation, Vm };
+
+/** Options of a ClusterClient. */
+export interface ClusterClientArgs {
+  /**
+   * Deadline of each unary call, in milliseconds.
+   * @default 30000
+   */
+  readonly deadlineMs?: number;
+}
+
+const UPLOAD_PART = 1024 * 1024;
+
+/**
+ * A typed, promise-based client of one cluster manager. Every call has a deadline; errors
+ * come back as GciErrors with the server's code and message.
+ */
+export class ClusterClient {
+  private readonly cm: ClusterManagerClient;
+  private readonly peer: PeerClient;
+  private readonly health: grpc.Client & { check: grpc.requestCallback<unknown> & CallableFunction };
+  private readonly deadlineMs: number;
+
+  constructor(
+    readonly endpoint: string,
+    args: ClusterClientArgs = {},
+  ) {
+    const { api } = loadApi();
+    const creds = grpc.credentials.createInsecure();
+    this.cm = new api.gci.v1.ClusterManager(endpoint, creds, CHANNEL_OPTIONS);
+    // One channel for all three services: the peer and health clients reuse the first one's.
+    const channelOverride = this.cm.getChannel();
+    this.peer = new api.gci.v1.Peer(endpoint, creds, { ...CHANNEL_OPTIONS, channelOverride });
+    const Health = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, "Health");
+    this.health = new Health(endpoint, creds, { channelOverride }) as unknown as typeof this.health;
+    this.deadlineMs = args.deadlineMs ?? 30_000;
+  }
+
+  private call<Req, Res>(method: string, req: Req, deadlineMs = this.deadlineMs): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      const fn = (this.cm as unknown as Record<string, CallableFunction>)[method].bind(this.cm);
+      fn(req, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: Res) =>
+        err ? reject(fromStatus(err)) : resolve(res),
+      );
+    });
+  }
+
+  /** The standard health check: "SERVING" when the cluster manager is up. */
+  checkHealth(deadlineMs = 5000): Promise<string> {
+    return new Promise((resolve, reject) => {
+      (this.health as unknown as Record<string, CallableFunction>).check(
+        { service: "" },
+        { deadline: Date.now() + deadlineMs },
+        (err: grpc.ServiceError | null, res: { status: string }) =>
+          err ? reject(fromStatus(err)) : resolve(res.status),
+      );
+    });
+  }
+
+  /** Streams an image archive to the cluster manager; `onBytes` sees the running total sent. */
+  uploadImage(source: Readable, header: UploadHeader, onBytes?: (sent: number) => void): Promise<Image> {
+    return new Promise((resolve, reject) => {
+      const stream = this.cm.uploadImage((err, res) => (err ? reject(fromStatus(err)) : resolve(res!)));
+      stream.write({ header });
+      let sent = 0;
+      source.on("data", (buf: Buffer) => {
+        for (let off = 0; off < buf.length; off += UPLOAD_PART) {
+          const part = buf.subarray(off, off + UPLOAD_PART);
+          sent += part.length;
+          if (!stream.write({ data: part })) {
+            source.pause();
+            stream.once("drain", () => source.resume());
+          }
+        }
+        onBytes?.(sent);
+      });
+      source.on("end", () => stream.end());
+      source.on("error", (e) => {
+        stream.cancel();
+        reject(e);
+      });
+    });
+  }
+
+  getImage(digest: string): Promise<Image> {
+    return this.call("getImage", { digest });
+  }
+
+  async listImages(localOnly = false): Promise<Image[]> {
+    return (await this.call<unknown, { images: Image[] }>("listImages", { local_only: localOnly })).images;
+  }
+
+  deleteImage(requestId: string, digest: string): Promise<Image> {
+    return this.call("deleteImage", { request_id: requestId, digest });
+  }
+
+  startVms(req: StartVmsRequest): Promise<Operation> {
+    return this.call("startVms", req);
+  }
+
+  async listVms(requestId = ""): Promise<Vm[]> {
+    return (await this.call<unknown, { vms: Vm[] }>("listVms", { request_id: requestId })).vms;
+  }
+
+  stopVms(requestId: string, startRequestId: string): Promise<Operation> {
+    return this.call("stopVms", { request_id: requestId, start_request_id: startRequestId });
+  }
+
+  getOperation(id: string): Promise<Operation> {
+    return this.call("getOperation", { id });
+  }
+
+  /** Waits up to timeoutMs for the operation to finish (the server holds the call). */
+  waitOperation(id: string, timeoutMs: number): Promise<Operation> {
+    return this.call("waitOperation", { id, timeout_ms: timeoutMs }, timeoutMs + 10_000);
+  }
+
+  async listOperations(includeDone = false): Promise<Operation[]> {
+    return (
+      await this.call<unknown, { operations: Operation[] }>("listOperations", { include_done: includeDone })
+    ).operations;
+  }
+
+  /** The peer stream: asks this cluster manager to transmit an image. */
+  transmitImage(req: TransmitImageRequest): grpc.ClientReadableStream<TransmitImageResponse__Output> {
+    return this.peer.transmitImage(req);
+  }
+
+  close(): void {
+    this.cm.close();
+  }
+}
+
+/**
+ * Polls an operation until it is done, reporting each state to `onProgress` (about once a
+ * second), and fails after `timeoutMs`. Throws the operation's error as a GciError.
+ */
+export async function waitForOperation(
+  client: ClusterClient,
+  op: Operation,
+  opts: { timeoutMs: number; onProgress?: (op: Operation) => void },
+): Promise<Operation> {
+  const deadline = Date.now() + opts.timeoutMs;
+  let current = op;
+  while (!current.done) {
+    opts.onProgress?.(current);
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      throw fromStatus({
+        code: grpc.status.DEADLINE_EXCEEDED,
+        details: `operation ${op.id} still running after ${opts.timeoutMs} ms: check it with \`gci transfers\``,
+        message: "",
+      });
+    }
+    current = await client.waitOperation(op.id, Math.min(1000, left));
+  }
+  opts.onProgress?.(current);
+  if (current.error)
+    throw fromStatus({
+      code: grpc.status[current.error_code as keyof typeof grpc.status] ?? 13,
+      details: current.error,
+      message: "",
+    });
+  return current;
+}

@@ -1,0 +1,68 @@
+import * as fs from "fs";
+import { Command } from "commander";
+import { ClusterManager } from "./server";
+
+/**
+ * The cluster-manager process: `node dist/provider/daemon/main.js --datacenter us-1 ...`.
+ * `gci world up` starts one per datacenter. It writes its endpoint to --ready-file once
+ * serving, and stops cleanly on SIGTERM or SIGINT.
+ */
+export async function main(argv: string[]): Promise<void> {
+  const opts = new Command("gci-cluster-manager")
+    .requiredOption("--datacenter <name>", "the datacenter this cluster manager runs")
+    .requiredOption("--region <name>", "the datacenter's region")
+    .requiredOption("--data <dir>", "data folder (image store, VM state)")
+    .requiredOption("--catalog <url>", "catalog location: sqlite:/abs/path or etcd://host:port,...")
+    .option("--host <addr>", "address to listen on", "127.0.0.1")
+    .option("--port <n>", "port to listen on (0 = any free port)", "0")
+    .option("--vcpus <n>", "vCPUs the datacenter can run at once")
+    .option("--memory-mib <n>", "memory the datacenter can run at once, MiB")
+    .option("--max-transfer-rate <bytes>", "cap on outgoing transfers, bytes/s (0 = none)", "0")
+    .option("--ready-file <path>", "write {endpoint, pid} here once serving")
+    .parse(argv)
+    .opts();
+  const cm = new ClusterManager({
+    datacenter: opts.datacenter,
+    region: opts.region,
+    dataDir: opts.data,
+    catalog: opts.catalog,
+    host: opts.host,
+    port: Number(opts.port),
+    capacity: opts.vcpus
+      ? { vcpus: Number(opts.vcpus), memoryMiB: Number(opts.memoryMib ?? 32768) }
+      : undefined,
+    maxTransferRate: Number(opts.maxTransferRate),
+  });
+  const endpoint = await cm.start();
+  if (opts.readyFile) {
+    fs.writeFileSync(opts.readyFile + ".tmp", JSON.stringify({ endpoint, pid: process.pid }));
+    fs.renameSync(opts.readyFile + ".tmp", opts.readyFile);
+  }
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    cm.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  // A handler never crashes the daemon: anything that escapes is logged, not fatal.
+  process.on("unhandledRejection", (e) => cm.log.error("unhandled", { error: String(e) }));
+}
+
+if (require.main === module) {
+  main(process.argv).catch((e) => {
+    console.error(
+      JSON.stringify({
+        ts: new Date().toISOString(),
+        level: "fatal",
+        event: "start.failed",
+        error: String(e?.message ?? e),
+      }),
+    );
+    process.exit(1);
+  });
+}

@@ -1,0 +1,465 @@
+import * as path from "path";
+import { PassThrough } from "stream";
+import * as grpc from "@grpc/grpc-js";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import type { ClusterManagerHandlers } from "../../schema/gen/gci/v1/ClusterManager";
+import type { Image } from "../../schema/gen/gci/v1/Image";
+import type { Operation } from "../../schema/gen/gci/v1/Operation";
+import type { PeerHandlers } from "../../schema/gen/gci/v1/Peer";
+import type { StartVmsRequest__Output } from "../../schema/gen/gci/v1/StartVmsRequest";
+import type { UploadHeader__Output } from "../../schema/gen/gci/v1/UploadHeader";
+import type { Vm } from "../../schema/gen/gci/v1/Vm";
+import { Catalog, DatacenterRecord, openCatalog } from "../catalog";
+import { checkDigest, checkId } from "../catalog/validate";
+import { ClusterClient } from "../client";
+import { GciError, invalid, notFound, precondition } from "../errors";
+import { ImageStore } from "../image";
+import { CHANNEL_OPTIONS, loadApi, loadHealthDefinition } from "../rpc/proto";
+import { toStatus, unary } from "../rpc/status";
+import { Logger } from "./log";
+import { Operations } from "./operations";
+import { ImagePuller, transmit } from "./transfer";
+
+/** How a cluster manager is configured. */
+export interface ClusterManagerArgs {
+  /** The datacenter it manages, e.g. "us-1". */
+  readonly datacenter: string;
+  readonly region: string;
+  /** Its data folder: the image store lives under <dataDir>/images. */
+  readonly dataDir: string;
+  /** The catalog location: "sqlite:/abs/path" or "etcd://host:port,...". */
+  readonly catalog: string;
+  /**
+   * Address to listen on.
+   * @default "127.0.0.1"
+   */
+  readonly host?: string;
+  /**
+   * Port to listen on; 0 picks a free one.
+   * @default 0
+   */
+  readonly port?: number;
+  /**
+   * What the datacenter can run at once.
+   * @default { vcpus: 16, memoryMiB: 32768 }
+   */
+  readonly capacity?: { vcpus: number; memoryMiB: number };
+  /**
+   * Caps outgoing peer transfers, in bytes per second; 0 means no cap.
+   * @default 0
+   */
+  readonly maxTransferRate?: number;
+  /** Where log lines go. @default stdout */
+  readonly logStream?: NodeJS.WritableStream;
+}
+
+const HEARTBEAT_MS = 2000;
+const MAX_COUNT = 1000;
+
+/** One datacenter's cluster manager: a gRPC server for images, VMs, operations and peer transfer. */
+export class ClusterManager {
+  readonly log: Logger;
+  private readonly server = new grpc.Server(CHANNEL_OPTIONS);
+  private readonly ops: Operations;
+  private catalog!: Catalog;
+  private store!: ImageStore;
+  private puller!: ImagePuller;
+  private heartbeat?: NodeJS.Timeout;
+  private endpoint = "";
+
+  constructor(private readonly args: ClusterManagerArgs) {
+    this.log = new Logger(args.datacenter, args.logStream);
+    this.ops = new Operations(args.datacenter);
+  }
+
+  get name(): string {
+    return this.args.datacenter;
+  }
+
+  /** Opens the catalog and store, starts serving, registers the datacenter; returns its endpoint. */
+  async start(): Promise<string> {
+    const { datacenter, region } = this.args;
+    this.catalog = await openCatalog(this.args.catalog);
+    this.store = new ImageStore(path.join(this.args.dataDir, "images"));
+    this.puller = new ImagePuller({
+      datacenter,
+      region,
+      store: this.store,
+      catalog: this.catalog,
+      log: this.log,
+    });
+    this.addServices();
+    const host = this.args.host ?? "127.0.0.1";
+    const port = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(
+        `${host}:${this.args.port ?? 0}`,
+        grpc.ServerCredentials.createInsecure(),
+        (e, p) => (e ? reject(e) : resolve(p)),
+      ),
+    );
+    this.endpoint = `${host}:${port}`;
+    const existing = await this.catalog.getDatacenter(datacenter);
+    const capacity = this.args.capacity ?? existing?.capacity ?? { vcpus: 16, memoryMiB: 32768 };
+    await this.catalog.putDatacenter({
+      name: datacenter,
+      region,
+      endpoint: this.endpoint,
+      capacity,
+      heartbeatAt: Date.now(),
+    });
+    this.heartbeat = setInterval(() => {
+      this.catalog
+        .heartbeat(datacenter, Date.now())
+        .catch((e) => this.log.warn("heartbeat.failed", { error: String(e) }));
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
+    this.log.info("started", { endpoint: this.endpoint, region, pid: process.pid });
+    await this.puller.resumeInterrupted();
+    return this.endpoint;
+  }
+
+  /** Stops serving (in-flight calls get up to `graceMs`), then closes the catalog. */
+  async stop(graceMs = 5000): Promise<void> {
+    clearInterval(this.heartbeat);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    await this.catalog?.close();
+    this.log.info("stopped");
+  }
+
+  private addServices(): void {
+    const { api, definition } = loadApi();
+    this.server.addService(api.gci.v1.ClusterManager.service, this.clusterHandlers());
+    this.server.addService(api.gci.v1.Peer.service, this.peerHandlers());
+    new HealthImplementation({
+      "": "SERVING",
+      "gci.v1.ClusterManager": "SERVING",
+      "gci.v1.Peer": "SERVING",
+    }).addToServer(this.server);
+    // Reflection describes the health service too, so stock tools can call it by name.
+    new ReflectionService({ ...definition, ...loadHealthDefinition() }).addToServer(this.server);
+  }
+
+  private peerHandlers(): PeerHandlers {
+    return {
+      TransmitImage: (call) => {
+        this.log.info("transmit.requested", {
+          requestId: call.request.request_id,
+          digest: call.request.digest,
+          to: call.request.receiver,
+          heldChunks: call.request.held_chunks.length,
+        });
+        void transmit(this.store, this.log, call, this.args.maxTransferRate ?? 0);
+      },
+    };
+  }
+
+  private clusterHandlers(): ClusterManagerHandlers {
+    return {
+      UploadImage: (call, callback) => {
+        this.upload(call).then(
+          (img) => callback(null, img),
+          (e) => callback(toStatus(e) as grpc.ServiceError),
+        );
+      },
+      GetImage: unary(async (req) => this.describeImage(checkDigest(req.digest))),
+      ListImages: unary(async (req) => {
+        const images = await Promise.all(
+          (await this.catalog.listImages()).map((i) => this.describeImage(i.digest)),
+        );
+        return { images: req.local_only ? images.filter((i) => i.datacenters?.includes(this.name)) : images };
+      }),
+      DeleteImage: unary(async (req) =>
+        this.deleteImage(checkId("request_id", req.request_id), checkDigest(req.digest)),
+      ),
+      StartVms: unary(async (req) => this.startVms(req)),
+      ListVms: unary(async (req) => {
+        const vms = await this.catalog.listVms({
+          datacenter: this.name,
+          requestId: req.request_id || undefined,
+        });
+        return {
+          vms: vms.map((v): Vm => ({
+            id: v.id,
+            request_id: v.requestId,
+            datacenter: v.datacenter,
+            image_digest: v.digest,
+            state: v.state,
+            addresses: Object.entries(v.addresses).map(([port, address]) => ({
+              guest_port: Number(port),
+              address,
+            })),
+          })),
+        };
+      }),
+      StopVms: unary(async (req) => this.stopVms(req.request_id, req.start_request_id)),
+      GetOperation: unary(async (req) => this.ops.get(req.id)),
+      WaitOperation: unary(async (req) => this.ops.wait(req.id, req.timeout_ms || 10_000)),
+      ListOperations: unary(async (req) => ({ operations: this.ops.list(req.include_done) })),
+    };
+  }
+
+  /** UploadImage: the first message is the header, the rest are the archive's bytes. */
+  private async upload(
+    call: grpc.ServerReadableStream<{ header?: UploadHeader__Output | null; data?: Buffer }, Image>,
+  ): Promise<Image> {
+    const body = new PassThrough({ highWaterMark: 8 * 1024 * 1024 });
+    let header: UploadHeader__Output | undefined;
+    const headerSeen = new Promise<UploadHeader__Output>((resolve, reject) => {
+      call.on("data", (msg: { header?: UploadHeader__Output | null; data?: Buffer }) => {
+        if (!header) {
+          if (!msg.header) {
+            reject(
+              invalid(
+                "UploadImage: the first message must be the header (request_id, name): send it before any data",
+              ),
+            );
+            call.destroy();
+            return;
+          }
+          header = msg.header;
+          resolve(header);
+          return;
+        }
+        if (msg.data && !body.write(msg.data)) {
+          call.pause();
+          body.once("drain", () => call.resume());
+        }
+      });
+      call.on("end", () => {
+        if (!header) reject(invalid("UploadImage: the stream ended without a header"));
+        body.end();
+      });
+      call.on("error", (e) => {
+        reject(e);
+        body.destroy(e);
+      });
+    });
+    const h = await headerSeen;
+    checkId("request_id", h.request_id);
+    const entry = await this.store.ingest(body, {
+      name: h.name || undefined,
+      expectedDigest: h.expected_digest || undefined,
+    });
+    await this.catalog.putImage({
+      digest: entry.digest,
+      name: entry.manifest.name,
+      sizeBytes: entry.sizeBytes,
+      owner: h.owner || "unknown",
+      createdAt: Date.now(),
+    });
+    await this.catalog.putPlacement({
+      digest: entry.digest,
+      datacenter: this.name,
+      state: "present",
+      bytesDone: entry.sizeBytes,
+      bytesTotal: entry.sizeBytes,
+      error: "",
+      updatedAt: Date.now(),
+    });
+    this.log.info("image.stored", {
+      requestId: h.request_id,
+      digest: entry.digest,
+      name: entry.manifest.name,
+      sizeBytes: entry.sizeBytes,
+      chunks: entry.chunks.length,
+    });
+    return this.describeImage(entry.digest);
+  }
+
+  private async describeImage(digest: string): Promise<Image> {
+    const record = await this.catalog.getImage(digest);
+    if (!record) throw notFound(`image ${digest} is not in the catalog: push it with \`gci image push\``);
+    const placements = await this.catalog.listPlacements(digest);
+    const local = await this.store.get(digest);
+    return {
+      digest,
+      name: record.name,
+      size_bytes: record.sizeBytes,
+      owner: record.owner,
+      datacenters: placements
+        .filter((p) => p.state === "present")
+        .map((p) => p.datacenter)
+        .sort(),
+      chunk_count: local?.chunks.length ?? 0,
+      driver: local?.manifest.driver ?? "",
+      ports: [...(local?.manifest.ports ?? [])],
+    };
+  }
+
+  private async deleteImage(requestId: string, digest: string): Promise<Image> {
+    const image = await this.describeImage(digest);
+    const users = (await this.catalog.listVmGroups(this.name)).filter((g) => g.digest === digest);
+    if (users.length > 0) {
+      throw precondition(
+        `image ${digest} is used by VM groups ${users.map((g) => g.requestId).join(", ")} in ${this.name}: stop them first`,
+      );
+    }
+    await this.store.delete(digest);
+    await this.catalog.deletePlacement(digest, this.name);
+    const left = (await this.catalog.listPlacements(digest)).filter((p) => p.state === "present");
+    if (left.length === 0) await this.catalog.deleteImage(digest);
+    this.log.info("image.deleted", { requestId, digest, copiesLeft: left.length });
+    return { ...image, datacenters: left.map((p) => p.datacenter).sort() };
+  }
+
+  /** StartVms: forward to the right datacenter, or accept here and bring the image in. */
+  private async startVms(req: StartVmsRequest__Output): Promise<Operation> {
+    const requestId = checkId("request_id", req.request_id);
+    const digest = checkDigest(req.image_digest);
+    if (!Number.isInteger(req.count) || req.count < 1 || req.count > MAX_COUNT) {
+      throw invalid(`count ${req.count} is out of range: ask for 1 to ${MAX_COUNT} VMs`);
+    }
+    if (!(await this.catalog.getImage(digest))) {
+      throw notFound(`image ${digest} is not in the catalog: push it first with \`gci image push\``);
+    }
+    const target = await this.pickDatacenter(req);
+    if (target.name !== this.name) return this.forward(req, target);
+
+    const opId = `start-${requestId}`;
+    const { op, created } = this.ops.begin(opId, "start_vms");
+    if (!created) return op;
+    const vcpus = req.vcpus || 1;
+    const memoryMiB = req.memory_mib || 256;
+    const group = await this.catalog.putVmGroupIfAbsent({
+      requestId,
+      datacenter: this.name,
+      digest,
+      count: req.count,
+      vcpus,
+      memoryMiB,
+      createdAt: Date.now(),
+    });
+    if (group.digest !== digest) {
+      this.ops.fail(
+        opId,
+        invalid(`request id "${requestId}" was already used for image ${group.digest}: use a new request id`),
+      );
+      return this.ops.get(opId);
+    }
+    this.log.info("start.accepted", {
+      requestId,
+      digest,
+      count: req.count,
+      forwardedBy: req.forwarded_by || undefined,
+    });
+    void this.runStart(opId, requestId, digest);
+    return this.ops.get(opId);
+  }
+
+  private async runStart(opId: string, requestId: string, digest: string): Promise<void> {
+    try {
+      this.ops.progress(opId, { phase: "image" });
+      const transfer = await this.puller.ensure(digest, requestId, (p) =>
+        this.ops.progress(opId, {
+          phase: "transfer",
+          bytes_done: p.bytesDone,
+          bytes_total: p.bytesTotal,
+          chunks_done: p.chunksDone,
+          chunks_total: p.chunksTotal,
+          rate: p.rate,
+        }),
+      );
+      // TODO(#4): boot the group's VMs here with the VM driver; until then the flow ends with
+      // the image verified in this datacenter and the start request accepted.
+      this.ops.finish(opId, {
+        start_vms: {
+          datacenter: this.name,
+          region: this.args.region,
+          vm_ids: [],
+          transfer: transfer ?? null,
+        },
+        progress: { phase: "done" },
+      });
+    } catch (e) {
+      this.log.warn("start.failed", { requestId, digest, error: String(e) });
+      this.ops.fail(opId, e);
+    }
+  }
+
+  private async pickDatacenter(req: StartVmsRequest__Output): Promise<DatacenterRecord> {
+    if (req.datacenter) {
+      const dc = await this.catalog.getDatacenter(req.datacenter);
+      if (!dc) {
+        const known = (await this.catalog.listDatacenters()).map((d) => d.name).join(", ");
+        throw notFound(
+          `datacenter "${req.datacenter}" is not in the catalog (known: ${known}): check the name`,
+        );
+      }
+      if (req.region && dc.region !== req.region) {
+        throw invalid(
+          `datacenter "${dc.name}" is in region "${dc.region}", not "${req.region}": name one or the other`,
+        );
+      }
+      return dc;
+    }
+    if (!req.region) throw invalid("StartVms needs a datacenter or a region: set one of them");
+    const dcs = await this.catalog.listDatacenters(req.region);
+    if (dcs.length === 0) {
+      const regions = (await this.catalog.listRegions()).join(", ");
+      throw notFound(
+        `region "${req.region}" has no datacenter in the catalog (regions: ${regions}): check the name`,
+      );
+    }
+    // The datacenter with the most free vCPUs; ties go to the first by name.
+    const free = await Promise.all(
+      dcs.map(async (dc) => ({ dc, free: dc.capacity.vcpus - (await this.usedVcpus(dc.name)) })),
+    );
+    free.sort((a, b) => b.free - a.free || a.dc.name.localeCompare(b.dc.name));
+    return free[0].dc;
+  }
+
+  private async usedVcpus(datacenter: string): Promise<number> {
+    return (await this.catalog.listVmGroups(datacenter)).reduce((sum, g) => sum + g.vcpus * g.count, 0);
+  }
+
+  private async forward(req: StartVmsRequest__Output, target: DatacenterRecord): Promise<Operation> {
+    if (req.forwarded_by) {
+      throw precondition(
+        `request ${req.request_id} was forwarded by ${req.forwarded_by} to ${this.name}, which is not ${target.name}: the catalog changed; retry`,
+      );
+    }
+    this.log.info("start.forwarded", {
+      requestId: req.request_id,
+      to: target.name,
+      endpoint: target.endpoint,
+    });
+    const client = new ClusterClient(target.endpoint);
+    try {
+      return await client.startVms({ ...req, datacenter: target.name, forwarded_by: this.name });
+    } catch (e) {
+      throw GciError.isInstance(e) && e.code !== "UNAVAILABLE"
+        ? e
+        : new GciError(
+            "UNAVAILABLE",
+            `cluster manager of ${target.name} at ${target.endpoint} did not answer: ${String(e)}`,
+          );
+    } finally {
+      client.close();
+    }
+  }
+
+  private async stopVms(requestId: string, startRequestId: string): Promise<Operation> {
+    checkId("request_id", requestId);
+    checkId("start_request_id", startRequestId);
+    const opId = `stop-${requestId}`;
+    const { op, created } = this.ops.begin(opId, "stop_vms");
+    if (!created) return op;
+    for (const vm of await this.catalog.listVms({ datacenter: this.name, requestId: startRequestId })) {
+      await this.catalog.deleteVm(vm.id);
+    }
+    await this.catalog.deleteVmGroup(startRequestId);
+    this.log.info("stop.done", { requestId, startRequestId });
+    this.ops.finish(opId, { progress: { phase: "done" } });
+    return this.ops.get(opId);
+  }
+}

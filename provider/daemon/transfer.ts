@@ -1,0 +1,383 @@
+import { randomUUID } from "crypto";
+import * as grpc from "@grpc/grpc-js";
+import type { ChunkRef__Output } from "../../schema/gen/gci/v1/ChunkRef";
+import type { TransferSummary } from "../../schema/gen/gci/v1/TransferSummary";
+import type { TransmitImageRequest__Output } from "../../schema/gen/gci/v1/TransmitImageRequest";
+import type { TransmitImageResponse } from "../../schema/gen/gci/v1/TransmitImageResponse";
+import type { Catalog, PlacementRecord } from "../catalog";
+import { ClusterClient } from "../client";
+import { dataLoss, GciError, notFound, unavailable } from "../errors";
+import type { ImageStore } from "../image";
+import { toStatus } from "../rpc/status";
+import type { Logger } from "./log";
+
+/** Progress of one transfer, reported at least once a second. */
+export interface TransferProgress {
+  readonly bytesDone: number;
+  readonly bytesTotal: number;
+  readonly chunksDone: number;
+  readonly chunksTotal: number;
+  /** Bytes per second received over the last second. */
+  readonly rate: number;
+}
+
+/** How long a transfer lease lasts unless renewed; renewed every third of it. */
+export const LEASE_TTL_MS = 15_000;
+/** How long a request waits for another transfer of the same image to finish. */
+const WAIT_FOR_OTHER_MS = 30 * 60_000;
+/** How long a pull keeps retrying (its sources may be restarting), with backoff up to 2 s. */
+const RETRY_FOR_MS = 60_000;
+
+/**
+ * The sending side of the peer API: streams an image's layout, then every chunk the receiver
+ * does not hold. `maxRate` (bytes/s, 0 = unlimited) throttles it, for tests and shared links.
+ */
+export async function transmit(
+  store: ImageStore,
+  log: Logger,
+  call: grpc.ServerWritableStream<TransmitImageRequest__Output, TransmitImageResponse>,
+  maxRate: number,
+): Promise<void> {
+  const req = call.request;
+  try {
+    const entry = await store.get(req.digest);
+    if (!entry)
+      throw notFound(`image ${req.digest} is not stored here: ask a datacenter whose placement is "present"`);
+    const held = new Set(req.held_chunks);
+    await write(call, {
+      layout: {
+        digest: entry.digest,
+        name: entry.manifest.name,
+        size_bytes: entry.sizeBytes,
+        chunks: entry.chunks,
+      },
+    });
+    let bytes = 0;
+    let chunks = 0;
+    const started = Date.now();
+    for (let index = 0; index < entry.chunks.length && !call.cancelled; index++) {
+      const ref = entry.chunks[index];
+      if (held.has(ref.sha256)) continue;
+      const data = await store.readChunk(ref.sha256);
+      await write(call, { chunk: { index, sha256: ref.sha256, data } });
+      bytes += data.length;
+      chunks++;
+      if (maxRate > 0) await throttle(started, bytes, maxRate);
+    }
+    log.info("transmit.sent", {
+      requestId: req.request_id,
+      digest: req.digest,
+      to: req.receiver,
+      bytes,
+      chunks,
+      skipped: entry.chunks.length - chunks,
+      cancelled: call.cancelled,
+    });
+    call.end();
+  } catch (e) {
+    log.warn("transmit.failed", { requestId: req.request_id, digest: req.digest, error: String(e) });
+    call.destroy(Object.assign(new Error(toStatus(e).details), toStatus(e)));
+  }
+}
+
+function write(
+  call: grpc.ServerWritableStream<unknown, TransmitImageResponse>,
+  msg: TransmitImageResponse,
+): Promise<void> {
+  return new Promise((resolve) => {
+    if (call.write(msg)) resolve();
+    else call.once("drain", resolve);
+  });
+}
+
+async function throttle(started: number, bytes: number, maxRate: number): Promise<void> {
+  const due = started + (bytes / maxRate) * 1000;
+  const wait = due - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+}
+
+/** Where a puller lives: its datacenter, store, catalog and log. */
+export interface PullerArgs {
+  readonly datacenter: string;
+  readonly region: string;
+  readonly store: ImageStore;
+  readonly catalog: Catalog;
+  readonly log: Logger;
+}
+
+/**
+ * The receiving side: brings an image into this datacenter from one that holds it. Within
+ * this process, requests for the same image share one pull; across processes, a lease in the
+ * catalog makes exactly one transfer run and the others wait for its placement.
+ */
+export class ImagePuller {
+  private readonly inflight = new Map<string, Promise<TransferSummary | undefined>>();
+  private readonly listeners = new Map<string, Set<(p: TransferProgress) => void>>();
+
+  constructor(private readonly args: PullerArgs) {}
+
+  /**
+   * Makes the image present here. Returns the transfer that happened, or undefined when the
+   * image was already here (or another request's transfer brought it).
+   */
+  ensure(
+    digest: string,
+    requestId: string,
+    onProgress?: (p: TransferProgress) => void,
+  ): Promise<TransferSummary | undefined> {
+    if (onProgress) {
+      const set = this.listeners.get(digest) ?? new Set();
+      set.add(onProgress);
+      this.listeners.set(digest, set);
+    }
+    let pull = this.inflight.get(digest);
+    if (!pull) {
+      pull = this.pull(digest, requestId).finally(() => {
+        this.inflight.delete(digest);
+        this.listeners.delete(digest);
+      });
+      this.inflight.set(digest, pull);
+    }
+    return pull;
+  }
+
+  private emit(digest: string, p: TransferProgress): void {
+    for (const fn of this.listeners.get(digest) ?? []) fn(p);
+  }
+
+  private async pull(digest: string, requestId: string): Promise<TransferSummary | undefined> {
+    const { datacenter, store, catalog } = this.args;
+    if (await store.has(digest)) {
+      await this.markPresent(digest, requestId);
+      return undefined;
+    }
+    const holder = `${datacenter}/${process.pid}/${randomUUID()}`;
+    const waitUntil = Date.now() + WAIT_FOR_OTHER_MS;
+    while (!(await catalog.acquireLease(digest, datacenter, holder, LEASE_TTL_MS))) {
+      if (await store.has(digest)) return undefined;
+      if (Date.now() > waitUntil)
+        throw unavailable(`gave up waiting for another transfer of ${digest} into ${datacenter}`);
+      await sleep(250);
+    }
+    const renew = setInterval(() => {
+      catalog.acquireLease(digest, datacenter, holder, LEASE_TTL_MS).catch(() => undefined);
+    }, LEASE_TTL_MS / 3);
+    try {
+      // The lease holder checks again: a transfer that finished while we waited brought it.
+      if (await store.has(digest)) {
+        await this.markPresent(digest, requestId);
+        return undefined;
+      }
+      return await this.pullWithRetries(digest, requestId);
+    } finally {
+      clearInterval(renew);
+      await catalog.releaseLease(digest, datacenter, holder).catch(() => undefined);
+    }
+  }
+
+  private async pullWithRetries(digest: string, requestId: string): Promise<TransferSummary> {
+    const { datacenter, catalog, log } = this.args;
+    let lastError: unknown;
+    const giveUpAt = Date.now() + RETRY_FOR_MS;
+    for (let attempt = 1; Date.now() < giveUpAt; attempt++) {
+      const sources = await this.sources(digest);
+      log.info("image.lookup", {
+        requestId,
+        digest,
+        here: false,
+        presentIn: sources.map((s) => s.datacenter),
+        attempt,
+      });
+      if (sources.length === 0) {
+        lastError = notFound(
+          `image ${digest} is not present in any datacenter the catalog knows: push it with \`gci image push\``,
+        );
+        break;
+      }
+      for (const source of sources) {
+        try {
+          return await this.pullFrom(digest, source.datacenter, requestId);
+        } catch (e) {
+          lastError = e;
+          log.warn("transfer.failed", {
+            requestId,
+            digest,
+            source: source.datacenter,
+            attempt,
+            error: String(e),
+          });
+        }
+      }
+      await sleep(Math.min(2000, 250 * attempt));
+    }
+    const error = GciError.isInstance(lastError) ? lastError : unavailable(String(lastError));
+    await catalog.putPlacement({
+      digest,
+      datacenter,
+      state: "failed",
+      bytesDone: 0,
+      bytesTotal: 0,
+      error: error.message,
+      updatedAt: Date.now(),
+    });
+    throw error;
+  }
+
+  /** Datacenters holding the image, those of our own region first. */
+  private async sources(digest: string): Promise<PlacementRecord[]> {
+    const { datacenter, region, catalog } = this.args;
+    const present = (await catalog.listPlacements(digest)).filter(
+      (p) => p.state === "present" && p.datacenter !== datacenter,
+    );
+    const regionOf = new Map((await catalog.listDatacenters()).map((d) => [d.name, d.region]));
+    return present
+      .filter((p) => regionOf.has(p.datacenter))
+      .sort(
+        (a, b) =>
+          Number(regionOf.get(b.datacenter) === region) - Number(regionOf.get(a.datacenter) === region),
+      );
+  }
+
+  private async pullFrom(digest: string, source: string, requestId: string): Promise<TransferSummary> {
+    const { datacenter, store, catalog, log } = this.args;
+    const dc = await catalog.getDatacenter(source);
+    if (!dc) throw notFound(`datacenter ${source} is not in the catalog any more`);
+    const held = [...(await store.listChunks())];
+    log.info("transfer.requested", {
+      requestId,
+      digest,
+      source,
+      endpoint: dc.endpoint,
+      heldChunks: held.length,
+    });
+    const started = Date.now();
+    const client = new ClusterClient(dc.endpoint);
+    let layout: ChunkRef__Output[] | undefined;
+    let name = "";
+    let bytesTotal = 0;
+    let bytesDone = 0;
+    let wire = 0;
+    let chunksDone = 0;
+    let windowBytes = 0;
+    let windowStart = Date.now();
+    let rate = 0;
+    let lastReport = 0;
+    const report = async (force = false) => {
+      const now = Date.now();
+      if (now - windowStart >= 1000) {
+        rate = (windowBytes * 1000) / (now - windowStart);
+        windowBytes = 0;
+        windowStart = now;
+      }
+      if (!force && now - lastReport < 500) return;
+      lastReport = now;
+      this.emit(digest, { bytesDone, bytesTotal, chunksDone, chunksTotal: layout?.length ?? 0, rate });
+      await catalog.putPlacement({
+        digest,
+        datacenter,
+        state: "transferring",
+        bytesDone,
+        bytesTotal,
+        error: "",
+        updatedAt: now,
+      });
+    };
+    try {
+      const stream = client.transmitImage({
+        digest,
+        held_chunks: held,
+        receiver: datacenter,
+        request_id: requestId,
+      });
+      for await (const msg of stream as AsyncIterable<{
+        layout?: { chunks: ChunkRef__Output[]; name: string; size_bytes: number };
+        chunk?: { index: number; sha256: string; data: Buffer };
+      }>) {
+        if (msg.layout) {
+          layout = msg.layout.chunks;
+          name = msg.layout.name;
+          bytesTotal = msg.layout.size_bytes;
+          const heldSet = new Set(held);
+          for (const c of layout) {
+            if (heldSet.has(c.sha256)) {
+              bytesDone += c.size;
+              chunksDone++;
+            }
+          }
+          await report(true);
+        } else if (msg.chunk) {
+          const expected = layout?.[msg.chunk.index];
+          if (!expected || expected.sha256 !== msg.chunk.sha256) {
+            throw dataLoss(
+              `chunk #${msg.chunk.index} from ${source} is not in the image's layout: the source is corrupt`,
+            );
+          }
+          await store.putChunk(msg.chunk.sha256, msg.chunk.data);
+          bytesDone += msg.chunk.data.length;
+          wire += msg.chunk.data.length;
+          windowBytes += msg.chunk.data.length;
+          chunksDone++;
+          await report();
+        }
+      }
+      if (!layout) throw dataLoss(`${source} sent no layout for ${digest}`);
+      for (const c of layout) {
+        if (!(await store.hasChunk(c.sha256)))
+          throw dataLoss(`the stream from ${source} ended before chunk ${c.sha256} arrived`);
+      }
+      log.info("transfer.streamed", { requestId, digest, source, bytes: wire, chunks: layout.length });
+      await report(true);
+      const entry = await store.commitImage(digest, layout, { name });
+      log.info("transfer.verified", {
+        requestId,
+        digest,
+        source,
+        chunks: entry.chunks.length,
+        sizeBytes: entry.sizeBytes,
+      });
+      const seconds = (Date.now() - started) / 1000;
+      await this.markPresent(digest, requestId);
+      return { digest, source, destination: datacenter, bytes: wire, seconds };
+    } finally {
+      client.close();
+    }
+  }
+
+  private async markPresent(digest: string, requestId: string): Promise<void> {
+    const { datacenter, store, catalog, log } = this.args;
+    const entry = await store.get(digest);
+    if (!entry) throw notFound(`image ${digest} vanished from the store of ${datacenter}`);
+    const existing = await catalog.getPlacement(digest, datacenter);
+    if (existing?.state === "present") return;
+    await catalog.putPlacement({
+      digest,
+      datacenter,
+      state: "present",
+      bytesDone: entry.sizeBytes,
+      bytesTotal: entry.sizeBytes,
+      error: "",
+      updatedAt: Date.now(),
+    });
+    log.info("placement.recorded", { requestId, digest, state: "present" });
+  }
+
+  /** On start-up: resume the transfers this datacenter had running when it stopped. */
+  async resumeInterrupted(): Promise<void> {
+    const { datacenter, catalog, log } = this.args;
+    for (const p of await catalog.listPlacements()) {
+      if (p.datacenter !== datacenter || p.state !== "transferring") continue;
+      const lease = await catalog.getLease(p.digest, datacenter);
+      // Only one cluster manager runs per datacenter, so a lease of ours is a dead process's.
+      if (lease?.holder.startsWith(`${datacenter}/`))
+        await catalog.releaseLease(p.digest, datacenter, lease.holder);
+      log.info("transfer.resuming", { digest: p.digest, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal });
+      this.ensure(p.digest, `resume-${p.digest.slice(7, 19)}`).catch((e) =>
+        log.warn("transfer.resume_failed", { digest: p.digest, error: String(e) }),
+      );
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,286 @@
+import { spawn } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+import { openCatalog } from "../catalog";
+import { checkName } from "../catalog/validate";
+import { ClusterClient } from "../client";
+import { packageRoot } from "../engine/paths";
+import { invalid, precondition } from "../errors";
+
+/** The shape of a world: regions and their datacenters. */
+export interface WorldSpec {
+  /** Region name -> its datacenters' names. */
+  readonly regions: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Catalog location; a SQLite file in the world folder unless set.
+   * @default "sqlite:<dir>/catalog.db"
+   */
+  readonly catalog?: string;
+  /**
+   * vCPUs each datacenter can run at once.
+   * @default 16
+   */
+  readonly vcpus?: number;
+  /**
+   * Memory each datacenter can run at once, MiB.
+   * @default 32768
+   */
+  readonly memoryMiB?: number;
+}
+
+/** One running datacenter of a world, as recorded in <dir>/world.json. */
+export interface DatacenterProcess {
+  readonly name: string;
+  readonly region: string;
+  readonly endpoint: string;
+  readonly pid: number;
+  readonly dataDir: string;
+  readonly logFile: string;
+}
+
+/** What <dir>/world.json records. */
+export interface WorldState {
+  readonly dir: string;
+  readonly catalog: string;
+  readonly spec: WorldSpec;
+  readonly datacenters: DatacenterProcess[];
+}
+
+/** The default world: three regions, four datacenters. */
+export const DEFAULT_SPEC: WorldSpec = { regions: { us: ["us-1", "us-2"], eu: ["eu-1"], ap: ["ap-1"] } };
+
+const READY_TIMEOUT_MS = 30_000;
+
+/** Parses `--region us:2` style flags ("us:2" -> us-1, us-2; "eu" -> eu-1). */
+export function specFromFlags(flags: readonly string[]): WorldSpec {
+  const regions: Record<string, string[]> = {};
+  for (const flag of flags) {
+    const m = /^([A-Za-z0-9-]+)(?::(\d+))?$/.exec(flag);
+    if (!m || Number(m[2] ?? 1) < 1 || Number(m[2] ?? 1) > 32) {
+      throw invalid(
+        `--region "${flag}" is not <name>[:<datacenters>]: write it like "us:2" (1 to 32 datacenters)`,
+      );
+    }
+    regions[m[1]] = Array.from({ length: Number(m[2] ?? 1) }, (_, i) => `${m[1]}-${i + 1}`);
+  }
+  return { regions };
+}
+
+/** Reads and checks a world config file (JSON: { "regions": { "us": ["us-1"] }, ... }). */
+export function readSpec(file: string): WorldSpec {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw invalid(
+      `world config "${file}" is not readable JSON (${(e as Error).message}): see README.md for its shape`,
+    );
+  }
+  return checkSpec(raw, file);
+}
+
+function checkSpec(raw: unknown, where: string): WorldSpec {
+  const spec = raw as WorldSpec;
+  if (!spec || typeof spec.regions !== "object" || Object.keys(spec.regions).length === 0) {
+    throw invalid(`${where}: "regions" must map region names to datacenter names, e.g. {"us": ["us-1"]}`);
+  }
+  const seen = new Set<string>();
+  for (const [region, dcs] of Object.entries(spec.regions)) {
+    checkName("region", region);
+    if (!Array.isArray(dcs) || dcs.length === 0)
+      throw invalid(`${where}: region "${region}" needs a list of datacenter names`);
+    for (const dc of dcs) {
+      checkName("datacenter", dc);
+      if (seen.has(dc))
+        throw invalid(`${where}: datacenter "${dc}" appears twice: names are unique in a world`);
+      seen.add(dc);
+    }
+  }
+  return spec;
+}
+
+/** The compiled cluster-manager entry point (tests run this module from source, the daemon always from dist/). */
+function daemonMain(): string {
+  return path.join(packageRoot(), "dist", "provider", "daemon", "main.js");
+}
+
+function stateFile(dir: string): string {
+  return path.join(dir, "world.json");
+}
+
+/** Reads <dir>/world.json, or undefined when no world was started there. */
+export function readWorld(dir: string): WorldState | undefined {
+  const file = stateFile(dir);
+  return fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, "utf8")) as WorldState) : undefined;
+}
+
+function writeWorld(state: WorldState): void {
+  const file = stateFile(state.dir);
+  fs.writeFileSync(file + ".tmp", JSON.stringify(state, null, 2));
+  fs.renameSync(file + ".tmp", file);
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts a world: one cluster-manager process per datacenter, on free 127.0.0.1 ports, one
+ * catalog, logs and data under `dir`. A world already running there is returned as it is.
+ */
+export async function startWorld(
+  dir: string,
+  spec: WorldSpec = DEFAULT_SPEC,
+  extraArgs: string[] = [],
+): Promise<WorldState> {
+  dir = path.resolve(dir);
+  checkSpec(spec, "world spec");
+  const running = readWorld(dir);
+  if (running && running.datacenters.every((d) => isAlive(d.pid))) return running;
+  if (running) await stopWorld(dir);
+  fs.mkdirSync(dir, { recursive: true });
+  const catalog = spec.catalog ?? `sqlite:${path.join(dir, "catalog.db")}`;
+  const state: WorldState = { dir, catalog, spec, datacenters: [] };
+  try {
+    const all = Object.entries(spec.regions).flatMap(([region, dcs]) =>
+      dcs.map((name) => ({ name, region })),
+    );
+    const started = await Promise.all(all.map((dc) => startDatacenter(state, dc.name, dc.region, extraArgs)));
+    state.datacenters.push(...started);
+  } catch (e) {
+    for (const dc of state.datacenters) killQuietly(dc.pid);
+    throw e;
+  }
+  writeWorld(state);
+  return state;
+}
+
+/**
+ * Starts (or restarts) one datacenter's cluster manager of a world and waits until it
+ * serves. Its data folder is kept across restarts, so the store and VMs survive.
+ */
+export async function startDatacenter(
+  state: WorldState,
+  name: string,
+  region: string,
+  extraArgs: string[] = [],
+): Promise<DatacenterProcess> {
+  const base = path.join(state.dir, "dcs", name);
+  const dataDir = path.join(base, "data");
+  const logFile = path.join(base, "log.jsonl");
+  const readyFile = path.join(base, "ready.json");
+  fs.mkdirSync(dataDir, { recursive: true });
+  fs.rmSync(readyFile, { force: true });
+  const log = fs.openSync(logFile, "a");
+  const args = [
+    daemonMain(),
+    ...[
+      "--datacenter",
+      name,
+      "--region",
+      region,
+      "--data",
+      dataDir,
+      "--catalog",
+      state.catalog,
+      "--ready-file",
+      readyFile,
+    ],
+    ...(state.spec.vcpus
+      ? ["--vcpus", String(state.spec.vcpus), "--memory-mib", String(state.spec.memoryMiB ?? 32768)]
+      : []),
+    ...extraArgs,
+  ];
+  const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log] });
+  child.unref();
+  fs.closeSync(log);
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (!fs.existsSync(readyFile)) {
+    if (child.exitCode !== null || !isAlive(child.pid!)) {
+      throw precondition(`cluster manager of ${name} exited during start-up: see ${logFile}`);
+    }
+    if (Date.now() > deadline) {
+      killQuietly(child.pid!);
+      throw precondition(
+        `cluster manager of ${name} did not start within ${READY_TIMEOUT_MS / 1000} s: see ${logFile}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const ready = JSON.parse(fs.readFileSync(readyFile, "utf8")) as { endpoint: string; pid: number };
+  const dc = { name, region, endpoint: ready.endpoint, pid: ready.pid, dataDir, logFile };
+  const current = state.datacenters.findIndex((d) => d.name === name);
+  if (current >= 0) {
+    state.datacenters[current] = dc;
+    writeWorld(state);
+  }
+  return dc;
+}
+
+/** Stops every cluster manager of the world (SIGTERM, then SIGKILL after `graceMs`). */
+export async function stopWorld(dir: string, graceMs = 5000): Promise<number> {
+  const state = readWorld(path.resolve(dir));
+  if (!state) return 0;
+  const pids = state.datacenters.map((d) => d.pid).filter(isAlive);
+  for (const pid of pids) killQuietly(pid, "SIGTERM");
+  const deadline = Date.now() + graceMs;
+  while (pids.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  for (const pid of pids.filter(isAlive)) killQuietly(pid, "SIGKILL");
+  fs.rmSync(stateFile(state.dir), { force: true });
+  return pids.length;
+}
+
+function killQuietly(pid: number, signal: NodeJS.Signals = "SIGKILL"): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+/** One row of `gci world status`. */
+export interface DatacenterStatus {
+  readonly name: string;
+  readonly region: string;
+  readonly endpoint: string;
+  readonly pid: number;
+  readonly health: string;
+  readonly images: number;
+  readonly transfers: number;
+}
+
+/** Health (from the gRPC health service), images and transfers of each datacenter. */
+export async function worldStatus(dir: string): Promise<DatacenterStatus[]> {
+  const state = readWorld(path.resolve(dir));
+  if (!state) throw precondition(`no world runs in "${dir}": start one with \`gci world up\``);
+  const catalog = await openCatalog(state.catalog);
+  try {
+    const placements = await catalog.listPlacements();
+    return await Promise.all(
+      state.datacenters.map(async (dc) => {
+        const client = new ClusterClient(dc.endpoint);
+        const health = isAlive(dc.pid)
+          ? await client.checkHealth(2000).catch(() => "UNREACHABLE")
+          : "STOPPED";
+        client.close();
+        const mine = placements.filter((p) => p.datacenter === dc.name);
+        return {
+          name: dc.name,
+          region: dc.region,
+          endpoint: dc.endpoint,
+          pid: dc.pid,
+          health,
+          images: mine.filter((p) => p.state === "present").length,
+          transfers: mine.filter((p) => p.state === "transferring").length,
+        };
+      }),
+    );
+  } finally {
+    await catalog.close();
+  }
+}
