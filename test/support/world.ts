@@ -126,11 +126,15 @@ export async function makeImage(
 }
 
 /** Polls `fn` every 100 ms until it returns a truthy value or `timeoutMs` passes. */
-export async function until<T>(fn: () => Promise<T> | T, timeoutMs: number, what: string): Promise<T> {
+export async function until<T>(
+  fn: () => Promise<T> | T,
+  timeoutMs: number,
+  what: string,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
-    if (v) return v;
+    if (v) return v as NonNullable<T>;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
