@@ -27,6 +27,7 @@ export const LEASE_TTL_MS = 15_000;
 const WAIT_FOR_OTHER_MS = 30 * 60_000;
 /** How long a pull keeps retrying (its sources may be restarting), with backoff up to 2 s. */
 const RETRY_FOR_MS = 60_000;
+const WRITES_IN_FLIGHT = 4;
 
 /**
  * The sending side of the peer API: streams an image's layout, then every chunk the receiver
@@ -262,6 +263,7 @@ export class ImagePuller {
     let windowStart = Date.now();
     let rate = 0;
     let lastReport = 0;
+    const writes = new Set<Promise<void>>();
     const report = async (force = false) => {
       const now = Date.now();
       if (now - windowStart >= 1000) {
@@ -312,14 +314,24 @@ export class ImagePuller {
               `chunk #${msg.chunk.index} from ${source} is not in the image's layout: the source is corrupt`,
             );
           }
-          await store.putChunk(msg.chunk.sha256, msg.chunk.data);
-          bytesDone += msg.chunk.data.length;
-          wire += msg.chunk.data.length;
-          windowBytes += msg.chunk.data.length;
-          chunksDone++;
+          // Up to WRITES_IN_FLIGHT chunks are verified and fsynced while the next ones arrive.
+          const { sha256, data } = msg.chunk;
+          const write = store.putChunk(sha256, data).then(() => {
+            bytesDone += data.length;
+            wire += data.length;
+            windowBytes += data.length;
+            chunksDone++;
+          });
+          writes.add(write);
+          write.then(
+            () => writes.delete(write),
+            () => undefined,
+          );
+          if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
           await report();
         }
       }
+      await Promise.all(writes);
       if (!layout) throw dataLoss(`${source} sent no layout for ${digest}`);
       for (const c of layout) {
         if (!(await store.hasChunk(c.sha256)))

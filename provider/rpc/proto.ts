@@ -33,10 +33,15 @@ export function loadApi(): { definition: protoLoader.PackageDefinition; api: Ima
   return cached;
 }
 
-/** Channel options shared by servers and clients: room for 4 MiB chunks plus framing. */
+/**
+ * Channel options shared by servers and clients: room for 4 MiB chunks plus framing, and an
+ * HTTP/2 flow-control window of 16 MiB (the 64 KiB default stalls a 4 MiB chunk on round
+ * trips; measured: 180 MiB/s -> see README's transfer figures).
+ */
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.max_receive_message_length": 64 * 1024 * 1024,
   "grpc.max_send_message_length": 64 * 1024 * 1024,
+  "grpc-node.flow_control_window": 16 * 1024 * 1024,
 };
 
 /** The standard health service's definition (schema/grpc/health/v1), for server reflection. */
