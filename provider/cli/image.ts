@@ -2,6 +2,7 @@ import { randomUUID } from "crypto";
 import * as fs from "fs";
 import { Command } from "commander";
 import { invalid } from "../errors";
+import { Manifest, MANIFEST_SCHEMA, packDirectory } from "../image";
 import { bytes, ProgressBar, table } from "./output";
 import { clientFor, requireWorld, withCatalog, worldDir } from "./world";
 
@@ -39,6 +40,32 @@ export function imageCommand(): Command {
       } finally {
         client.close();
       }
+    });
+  cmd
+    .command("build <dir>")
+    .description("pack a directory into a GCI image archive, reproducibly (same input, same digest)")
+    .requiredOption("-o, --output <file>", "the archive to write")
+    .option("--manifest <file>", "manifest JSON (schema gci.image/v1); or give the fields below")
+    .option("--name <name>", "image name")
+    .option("--driver <driver>", "qemu or process", "qemu")
+    .option("--kernel <path>", "kernel, relative to <dir> (qemu)")
+    .option("--initrd <path>", "initramfs, relative to <dir> (qemu)")
+    .option("--port <n...>", "guest TCP port to forward (repeatable)")
+    .option("--json", "print {digest, sizeBytes} as JSON")
+    .action(async (dir: string, opts) => {
+      const manifest: Manifest = opts.manifest
+        ? JSON.parse(fs.readFileSync(opts.manifest, "utf8"))
+        : {
+            schema: MANIFEST_SCHEMA,
+            name: opts.name,
+            driver: opts.driver,
+            ...(opts.kernel ? { kernel: opts.kernel } : {}),
+            ...(opts.initrd ? { initrd: opts.initrd } : {}),
+            ...(opts.port ? { ports: (opts.port as string[]).map(Number) } : {}),
+          };
+      const result = await packDirectory(dir, manifest, opts.output);
+      if (opts.json) console.log(JSON.stringify(result));
+      else console.log(`${result.digest}  ${bytes(result.sizeBytes)}  ${opts.output}`);
     });
   cmd
     .command("ls")
