@@ -47,8 +47,10 @@ export interface EtcdCatalogArgs {
    */
   readonly prefix?: string;
   /**
-   * Deadline of one request to one member, in milliseconds.
-   * @default 5000
+   * Deadline of one request to one member, in milliseconds. A write sent to a follower just
+   * as the leader dies is lost and never answered, so this bounds the pause a leader crash
+   * causes; every operation is safe to resend.
+   * @default 2000
    */
   readonly callTimeoutMs?: number;
   /**
@@ -110,7 +112,7 @@ export class EtcdCatalog implements Catalog {
       );
     }
     this.prefix = prefix;
-    const callTimeoutMs = args.callTimeoutMs ?? 5000;
+    const callTimeoutMs = args.callTimeoutMs ?? 2000;
     this.operationTimeoutMs = args.operationTimeoutMs ?? 20000;
     this.client = new Etcd3({
       hosts: this.endpoints.map((e) => `http://${e}`),
@@ -143,7 +145,10 @@ export class EtcdCatalog implements Catalog {
         if (err instanceof ClientClosedError) {
           throw precondition(`could not ${what}: this etcd catalog client is closed; open a new one.`);
         }
-        if (!isRecoverableError(err)) {
+        // etcd3 opens a member's circuit breaker after three failures in a row; when every
+        // member's is open it fails at once, though the members may be back in a moment.
+        const broken = (err as { isBrokenCircuitError?: boolean }).isBrokenCircuitError === true;
+        if (!broken && !isRecoverableError(err)) {
           throw new GciError(
             "INTERNAL",
             `could not ${what} in the etcd catalog at ${this.endpoints.join(",")}: ${err.message}.`,

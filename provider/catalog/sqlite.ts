@@ -315,13 +315,15 @@ export class SqliteCatalog implements Catalog {
   putDatacenter(dc: DatacenterRecord): Promise<void> {
     return this.run(`put datacenter ${JSON.stringify(dc?.name)}`, () => {
       const d = checkDatacenter(dc);
-      this.db.transaction(() => {
-        this.stmt("INSERT OR IGNORE INTO regions (name) VALUES (?)").run(d.region);
-        this.stmt(
-          `INSERT OR REPLACE INTO datacenters (name, region, endpoint, vcpus, memory_mib, heartbeat_at)
+      this.db
+        .transaction(() => {
+          this.stmt("INSERT OR IGNORE INTO regions (name) VALUES (?)").run(d.region);
+          this.stmt(
+            `INSERT OR REPLACE INTO datacenters (name, region, endpoint, vcpus, memory_mib, heartbeat_at)
              VALUES (?, ?, ?, ?, ?, ?)`,
-        ).run(d.name, d.region, d.endpoint, d.capacity.vcpus, d.capacity.memoryMiB, d.heartbeatAt);
-      })();
+          ).run(d.name, d.region, d.endpoint, d.capacity.vcpus, d.capacity.memoryMiB, d.heartbeatAt);
+        })
+        .immediate();
     });
   }
 
@@ -390,10 +392,12 @@ export class SqliteCatalog implements Catalog {
   deleteImage(digest: string): Promise<void> {
     return this.run(`delete image ${JSON.stringify(digest)}`, () => {
       checkDigest(digest);
-      this.db.transaction(() => {
-        this.stmt("DELETE FROM placements WHERE digest = ?").run(digest);
-        this.stmt("DELETE FROM images WHERE digest = ?").run(digest);
-      })();
+      this.db
+        .transaction(() => {
+          this.stmt("DELETE FROM placements WHERE digest = ?").run(digest);
+          this.stmt("DELETE FROM images WHERE digest = ?").run(digest);
+        })
+        .immediate();
     });
   }
 

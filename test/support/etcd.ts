@@ -42,7 +42,7 @@ export interface EtcdCluster {
   stopMember(i: number, signal?: "SIGTERM" | "SIGKILL"): Promise<void>;
   /** Starts member i again from its data dir and waits until it answers. */
   startMember(i: number): Promise<void>;
-  /** Index of the member that is the raft leader now. */
+  /** Index of the member that is the raft leader, waiting up to 10 s for an election. */
   leader(): Promise<number>;
   /** Kills every member and removes the temp dir. */
   stop(): Promise<void>;
@@ -58,15 +58,33 @@ interface Member {
   exited?: Promise<void>;
 }
 
+/** Members and temp dirs of every cluster this process started, for the exit hook. */
 const live = new Set<ChildProcess>();
+const dirs = new Set<string>();
 let exitHookInstalled = false;
 
+function killAll(): void {
+  for (const p of live) p.kill("SIGKILL");
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+}
+
+/** Kills the members when this process exits, however it exits. */
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on("exit", () => {
-    for (const p of live) p.kill("SIGKILL");
-  });
+  process.on("exit", killAll);
+  // A signal ends the process without "exit" handlers; kill the members, then die of the
+  // signal as before unless someone else handles it.
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    const handler = (): void => {
+      killAll();
+      if (process.listenerCount(sig) === 1) {
+        process.removeListener(sig, handler);
+        process.kill(process.pid, sig);
+      }
+    };
+    process.on(sig, handler);
+  }
 }
 
 /** Ports that were free a moment ago; all held open together so none repeats. */
@@ -107,6 +125,7 @@ export async function startEtcdCluster(args: EtcdClusterArgs = {}): Promise<Etcd
   installExitHook();
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gci-etcd-"));
+  dirs.add(dir);
   const ports = await freePorts(2 * count);
   const members: Member[] = Array.from({ length: count }, (_, i) => ({
     name: `m${i}`,
@@ -119,11 +138,16 @@ export async function startEtcdCluster(args: EtcdClusterArgs = {}): Promise<Etcd
   const token = `gci-test-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
   const endpoints = members.map((m) => `127.0.0.1:${m.clientPort}`);
 
+  const withPdeathsig = process.platform === "linux" && spawnable("setpriv");
   const launch = (m: Member): void => {
     const log = fs.openSync(m.logFile, "a");
+    // setpriv makes the kernel SIGKILL the member if this process dies without cleaning up
+    // (SIGKILL, OOM), which no handler here could catch.
+    const [cmd, ...pre] = withPdeathsig ? ["setpriv", "--pdeathsig", "KILL", "--", binary] : [binary];
     const proc = spawn(
-      binary,
+      cmd,
       [
+        ...pre,
         `--name=${m.name}`,
         `--data-dir=${m.dataDir}`,
         `--listen-client-urls=http://127.0.0.1:${m.clientPort}`,
@@ -200,6 +224,7 @@ export async function startEtcdCluster(args: EtcdClusterArgs = {}): Promise<Etcd
     // out its leader-transfer timeout; the data is thrown away anyway.
     await Promise.all(members.map((_, i) => stopMember(i, "SIGKILL")));
     fs.rmSync(dir, { recursive: true, force: true });
+    dirs.delete(dir);
   };
 
   try {
@@ -226,20 +251,27 @@ export async function startEtcdCluster(args: EtcdClusterArgs = {}): Promise<Etcd
       await waitReady(i);
     },
     leader: async () => {
-      for (let i = 0; i < count; i++) {
-        const m = members[i];
-        if (!running(m)) continue;
-        const client = new Etcd3({ hosts: `http://${endpoints[i]}` });
-        try {
-          const s = await client.maintenance.status({ deadline: Date.now() + 2000 });
-          if (s.leader === s.header.member_id) return i;
-        } catch {
-          // A member that cannot answer is not the leader we want.
-        } finally {
-          client.close();
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        for (let i = 0; i < count; i++) {
+          if (!running(members[i])) continue;
+          const client = new Etcd3({ hosts: `http://${endpoints[i]}` });
+          try {
+            const s = await client.maintenance.status({ deadline: Date.now() + 2000 });
+            if (s.leader === s.header.member_id) return i;
+          } catch {
+            // A member that cannot answer is not the leader we want.
+          } finally {
+            client.close();
+          }
         }
+        if (Date.now() > deadline) {
+          throw new Error(
+            `no running member of the etcd cluster at ${endpoints.join(",")} became leader in 10 s.`,
+          );
+        }
+        await sleep(100);
       }
-      throw new Error(`no running member of the etcd cluster at ${endpoints.join(",")} is the leader.`);
     },
     stop: stopAll,
   };

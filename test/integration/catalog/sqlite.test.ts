@@ -53,7 +53,7 @@ describe("SqliteCatalog file", () => {
 
   it("gives each lease to exactly one of 4 racing processes", async () => {
     const file = path.join(dir, "race.db");
-    const rounds = 25;
+    const rounds = 100;
     const racer = path.join(__dirname, "sqlite-racer.ts");
     const children = Array.from({ length: 4 }, (_, i) =>
       spawn(process.execPath, ["-r", "tsx/cjs", racer, file, `p${i}`, String(rounds)], {
@@ -80,10 +80,13 @@ describe("SqliteCatalog file", () => {
       );
       return { ready, done };
     });
+    // A stuck child fails the test instead of hanging it.
+    const watchdog = setTimeout(() => children.forEach((c) => c.kill("SIGKILL")), 30_000);
     try {
       // Every child has the file open before any of them starts, so they really race.
       await Promise.all(outputs.map((o) => o.ready));
-      for (const child of children) child.stdin.write("go\n");
+      const t0 = Date.now() + 100;
+      for (const child of children) child.stdin.end(`go ${t0}\n`);
       const results = (await Promise.all(outputs.map((o) => o.done))).map(
         (out) =>
           JSON.parse(out.trim().split("\n").pop()!) as { holder: string; won: number[]; groups: number[] },
@@ -100,6 +103,7 @@ describe("SqliteCatalog file", () => {
       expect(await cat.listVmGroups()).toHaveLength(rounds);
       await cat.close();
     } finally {
+      clearTimeout(watchdog);
       for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
     }
   });
