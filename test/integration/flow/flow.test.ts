@@ -230,4 +230,30 @@ describe("the defining flow across a world of three regions and four datacenters
     ]);
     expect(rows.find((r) => r.name === "eu-1")?.images).toBe(1);
   });
+
+  it("lists images and transfers, and refuses to remove an image VM groups use", async () => {
+    const ls = await runGci(["image", "ls", "--world", world.dir, "--json"]);
+    expect(ls.code).toBe(0);
+    expect(JSON.parse(ls.stdout)).toEqual([
+      expect.objectContaining({
+        digest: image.digest,
+        name: "web",
+        datacenters: ["ap-1", "eu-1", "us-1", "us-2"],
+      }),
+    ]);
+    const transfers = await runGci(["transfers", "--all", "--world", world.dir, "--json"]);
+    const rows = JSON.parse(transfers.stdout) as { datacenter: string; state: string; bytesDone: number }[];
+    expect(
+      rows
+        .filter((r) => r.state === "present")
+        .map((r) => r.datacenter)
+        .sort(),
+    ).toEqual(["ap-1", "eu-1", "us-1", "us-2"]);
+    expect(rows.every((r) => r.bytesDone === image.sizeBytes)).toBe(true);
+    const rm = await runGci(["image", "rm", image.digest, "--dc", "ap-1", "--world", world.dir]);
+    expect(rm.code).toBe(1);
+    expect(rm.stderr).toMatch(
+      /FAILED_PRECONDITION: image sha256:\w+ is used by VM groups .* in ap-1: stop them first/,
+    );
+  });
 });
