@@ -1,12 +1,34 @@
 import { randomUUID } from "crypto";
 import { Command } from "commander";
-import { waitForOperation } from "../client";
+import { ClusterClient, Operation, waitForOperation } from "../client";
 import { invalid } from "../errors";
+import { WorldState } from "../world";
 import { ProgressBar, table } from "./output";
 import { clientFor, requireWorld, withCatalog, worldDir } from "./world";
 
+const kindOf = (id: string) => (id.startsWith("proc-") ? "process" : "vm");
+
+/** Waits for an operation where it runs (maybe another datacenter than the one asked). */
+async function follow(
+  state: WorldState,
+  askedName: string,
+  asked: ClusterClient,
+  op: Operation,
+  timeoutMs: number,
+  onProgress?: (op: Operation) => void,
+): Promise<Operation> {
+  const runner = op.datacenter && op.datacenter !== askedName ? clientFor(state, op.datacenter) : asked;
+  try {
+    return await waitForOperation(runner, op, { timeoutMs, onProgress });
+  } finally {
+    if (runner !== asked) runner.close();
+  }
+}
+
 export function vmCommand(): Command {
-  const cmd = new Command("vm").description("start and list VMs in a world");
+  const cmd = new Command("vm").description(
+    "start, list, stop and read the logs of VMs (and process instances)",
+  );
   cmd
     .command("start")
     .description("start VMs from an image in a region or datacenter; the image is pulled there if missing")
@@ -14,13 +36,12 @@ export function vmCommand(): Command {
     .option("--region <name>", "the region to run in (a datacenter is picked by free capacity)")
     .option("--dc <name>", "the datacenter to run in")
     .option("--count <n>", "how many VMs", "1")
-    .option("--vcpus <n>", "vCPUs per VM", "1")
-    .option("--memory-mib <n>", "memory per VM, MiB", "256")
+    .option("--size <name>", "machine size: nano, micro, small, medium, large", "micro")
     .option("--via <name>", "the cluster manager to send the request to (default: one holding the image)")
-    .option("--request-id <id>", "idempotency key (default: a new UUID)")
+    .option("--request-id <id>", "idempotency key (default: a new UUID); repeat it to get the same VMs")
     .option("--timeout <seconds>", "give up waiting after this long", "600")
     .option("--world <dir>", "world folder")
-    .option("--json", "print the finished operation as JSON")
+    .option("--json", "print the finished operation and the VMs as JSON")
     .action(async (opts) => {
       if (!opts.region && !opts.dc) throw invalid("gci vm start needs --region <name> or --dc <name>");
       const state = requireWorld(worldDir(opts.world));
@@ -32,58 +53,117 @@ export function vmCommand(): Command {
         )) ??
         state.datacenters[0].name;
       const client = clientFor(state, via);
-      const bar = opts.json ? undefined : new ProgressBar("transfer");
+      const transfer = opts.json ? undefined : new ProgressBar("transfer");
+      let phase = "";
       try {
+        const requestId = opts.requestId ?? randomUUID();
         const op = await client.startVms({
-          request_id: opts.requestId ?? randomUUID(),
+          request_id: requestId,
           image_digest: opts.image,
           region: opts.region ?? "",
           datacenter: opts.dc ?? "",
           count: Number(opts.count),
-          vcpus: Number(opts.vcpus),
-          memory_mib: Number(opts.memoryMib),
+          machine_size: opts.size,
         });
-        // The operation runs where the request landed, which may be another datacenter.
-        const runner = op.datacenter && op.datacenter !== via ? clientFor(state, op.datacenter) : client;
-        const done = await waitForOperation(runner, op, {
-          timeoutMs: Number(opts.timeout) * 1000,
-          onProgress: (o) => {
-            if (o.progress?.phase === "transfer")
-              bar?.update(
-                o.progress.bytes_done,
-                o.progress.bytes_total,
-                `${((o.progress.rate ?? 0) / 1048576).toFixed(1)} MiB/s`,
-              );
-          },
+        const done = await follow(state, via, client, op, Number(opts.timeout) * 1000, (o) => {
+          const p = o.progress;
+          if (!p || opts.json) return;
+          if (p.phase === "transfer")
+            transfer?.update(p.bytes_done, p.bytes_total, `${((p.rate ?? 0) / 1048576).toFixed(1)} MiB/s`);
+          if (p.phase === "boot" && phase !== "boot") {
+            const t = o.start_vms?.transfer;
+            transfer?.done(t ? `${t.bytes} bytes from ${t.source}` : "");
+            process.stderr.write(`boot: ${p.chunks_total} instance(s) in ${o.datacenter}\n`);
+          }
+          phase = p.phase;
         });
-        if (runner !== client) runner.close();
         const t = done.start_vms?.transfer;
-        bar?.done(t ? `${t.bytes} bytes from ${t.source} in ${t.seconds.toFixed(1)} s` : "none needed");
-        if (opts.json) console.log(JSON.stringify(done, null, 2));
-        else
-          console.log(
-            `accepted in ${done.start_vms?.datacenter} (region ${done.start_vms?.region}); operation ${done.id}`,
+        if (!opts.json) {
+          process.stderr.write(
+            t
+              ? `transfer: ${t.bytes} bytes ${t.source} -> ${t.destination} in ${t.seconds.toFixed(1)} s\n`
+              : "transfer: none needed\n",
           );
+        }
+        const vms = await client.listVms(requestId);
+        if (opts.json) console.log(JSON.stringify({ operation: done, vms }, null, 2));
+        else {
+          console.log(
+            `request ${requestId}: ${vms.length} running in ${done.start_vms?.datacenter} (region ${done.start_vms?.region})`,
+          );
+          console.log(
+            table(
+              ["id", "kind", "state", "addresses"],
+              vms.map((v) => [
+                v.id,
+                v.kind,
+                v.state,
+                v.addresses.map((a) => `${a.guest_port}->${a.address}`).join(" "),
+              ]),
+            ),
+          );
+        }
       } finally {
         client.close();
       }
     });
   cmd
     .command("ls")
-    .description("VMs in the world")
+    .description("VMs and process instances in the world")
     .option("--world <dir>", "world folder")
     .option("--json", "print JSON")
     .action(async (opts) => {
       const state = requireWorld(worldDir(opts.world));
       const vms = await withCatalog(state, (c) => c.listVms());
       if (opts.json) console.log(JSON.stringify(vms, null, 2));
-      else
+      else {
         console.log(
           table(
-            ["id", "datacenter", "state", "request"],
-            vms.map((v) => [v.id, v.datacenter, v.state, v.requestId]),
+            ["id", "kind", "datacenter", "state", "addresses", "request"],
+            vms.map((v) => [
+              v.id,
+              kindOf(v.id),
+              v.datacenter,
+              v.state,
+              Object.entries(v.addresses)
+                .map(([p, a]) => `${p}->${a}`)
+                .join(" "),
+              v.requestId,
+            ]),
           ),
         );
+      }
+    });
+  cmd
+    .command("stop <start-request-id>")
+    .description("stop the VMs of a start request (all, or --vm ones)")
+    .option("--vm <id...>", "only these VMs")
+    .option("--world <dir>", "world folder")
+    .action(async (startRequestId: string, opts) => {
+      const state = requireWorld(worldDir(opts.world));
+      const first = state.datacenters[0].name;
+      const client = clientFor(state, first);
+      try {
+        const op = await client.stopVms(randomUUID(), startRequestId, opts.vm ?? []);
+        await follow(state, first, client, op, 120_000);
+        console.log(`stopped ${opts.vm ? opts.vm.join(", ") : `the VMs of ${startRequestId}`}`);
+      } finally {
+        client.close();
+      }
+    });
+  cmd
+    .command("logs <vm-id>")
+    .description("the serial console of a VM (or the output of a process instance)")
+    .option("--tail <bytes>", "how much of the end", "65536")
+    .option("--world <dir>", "world folder")
+    .action(async (vmId: string, opts) => {
+      const state = requireWorld(worldDir(opts.world));
+      const client = clientFor(state, state.datacenters[0].name);
+      try {
+        process.stdout.write(await client.getVmLogs(vmId, Number(opts.tail)));
+      } finally {
+        client.close();
+      }
     });
   return cmd;
 }

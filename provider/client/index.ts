@@ -5,6 +5,7 @@ import type { ClusterManagerClient } from "../../schema/gen/gci/v1/ClusterManage
 import type { Image__Output as Image } from "../../schema/gen/gci/v1/Image";
 import type { Operation__Output as Operation } from "../../schema/gen/gci/v1/Operation";
 import type { PeerClient } from "../../schema/gen/gci/v1/Peer";
+import type { StartPlan__Output as StartPlan } from "../../schema/gen/gci/v1/StartPlan";
 import type { StartVmsRequest } from "../../schema/gen/gci/v1/StartVmsRequest";
 import type { TransmitImageRequest } from "../../schema/gen/gci/v1/TransmitImageRequest";
 import type { TransmitImageResponse__Output } from "../../schema/gen/gci/v1/TransmitImageResponse";
@@ -13,7 +14,7 @@ import type { Vm__Output as Vm } from "../../schema/gen/gci/v1/Vm";
 import { CHANNEL_OPTIONS, loadApi } from "../rpc/proto";
 import { fromStatus } from "../rpc/status";
 
-export type { Image, Operation, Vm };
+export type { Image, Operation, StartPlan, StartVmsRequest, Vm };
 
 /** Options of a ClusterClient. */
 export interface ClusterClientArgs {
@@ -113,12 +114,43 @@ export class ClusterClient {
     return this.call("startVms", req);
   }
 
-  async listVms(requestId = ""): Promise<Vm[]> {
-    return (await this.call<unknown, { vms: Vm[] }>("listVms", { request_id: requestId })).vms;
+  /** Where a StartVms would run and which transfer it would cause; changes nothing. */
+  planStartVms(req: StartVmsRequest): Promise<StartPlan> {
+    return this.call("planStartVms", req);
   }
 
-  stopVms(requestId: string, startRequestId: string): Promise<Operation> {
-    return this.call("stopVms", { request_id: requestId, start_request_id: startRequestId });
+  /** Sets the number of VMs of a start request (adds or stops instances). */
+  scaleVms(requestId: string, startRequestId: string, count: number): Promise<Operation> {
+    return this.call("scaleVms", { request_id: requestId, start_request_id: startRequestId, count });
+  }
+
+  /** VMs of this datacenter, or of one start request. */
+  async listVms(startRequestId = ""): Promise<Vm[]> {
+    return (await this.call<unknown, { vms: Vm[] }>("listVms", { request_id: startRequestId })).vms;
+  }
+
+  getVm(id: string): Promise<Vm> {
+    return this.call("getVm", { id });
+  }
+
+  /** Stops the VMs of a start request (or only `vmIds`); the group is forgotten when none is left. */
+  stopVms(requestId: string, startRequestId: string, vmIds: string[] = []): Promise<Operation> {
+    return this.call("stopVms", { request_id: requestId, start_request_id: startRequestId, vm_ids: vmIds });
+  }
+
+  restartVm(requestId: string, vmId: string): Promise<Operation> {
+    return this.call("restartVm", { request_id: requestId, vm_id: vmId });
+  }
+
+  /** The tail of a VM's serial console (or a process instance's output). */
+  async getVmLogs(vmId: string, tailBytes = 65536): Promise<string> {
+    return (await this.call<unknown, { text: string }>("getVmLogs", { vm_id: vmId, tail_bytes: tailBytes }))
+      .text;
+  }
+
+  /** Copies an image into a datacenter ahead of any VM (forwarded there). */
+  replicateImage(requestId: string, digest: string, datacenter: string): Promise<Operation> {
+    return this.call("replicateImage", { request_id: requestId, digest, datacenter });
   }
 
   getOperation(id: string): Promise<Operation> {

@@ -42,7 +42,9 @@ export async function main(argv: string[]): Promise<void> {
   const stop = () => {
     if (stopping) return;
     stopping = true;
-    cm.stop().then(
+    // SIGTERM is a datacenter shutting down (`gci world down`): its instances stop too.
+    // A kill -9 leaves them running, and the next start finds them again.
+    cm.stop(5000, true).then(
       () => process.exit(0),
       () => process.exit(1),
     );

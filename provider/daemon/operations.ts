@@ -48,6 +48,11 @@ export class Operations {
     this.patch(id, { done: true, error: message, error_code: statusName(e) });
   }
 
+  /** Drops an operation (one refused before it started, so the same request id may be retried). */
+  forget(id: string): void {
+    this.ops.delete(id);
+  }
+
   get(id: string): Operation {
     const op = this.ops.get(id);
     if (!op)

@@ -7,16 +7,22 @@ import type { ClusterManagerHandlers } from "../../schema/gen/gci/v1/ClusterMana
 import type { Image } from "../../schema/gen/gci/v1/Image";
 import type { Operation } from "../../schema/gen/gci/v1/Operation";
 import type { PeerHandlers } from "../../schema/gen/gci/v1/Peer";
+import type { ReplicateImageRequest__Output } from "../../schema/gen/gci/v1/ReplicateImageRequest";
+import type { ScaleVmsRequest__Output } from "../../schema/gen/gci/v1/ScaleVmsRequest";
+import type { StartPlan } from "../../schema/gen/gci/v1/StartPlan";
 import type { StartVmsRequest__Output } from "../../schema/gen/gci/v1/StartVmsRequest";
+import type { StopVmsRequest__Output } from "../../schema/gen/gci/v1/StopVmsRequest";
 import type { UploadHeader__Output } from "../../schema/gen/gci/v1/UploadHeader";
-import type { Vm } from "../../schema/gen/gci/v1/Vm";
-import { Catalog, DatacenterRecord, openCatalog } from "../catalog";
+import type { Vm__Output } from "../../schema/gen/gci/v1/Vm";
+import { Catalog, DatacenterRecord, openCatalog, VmGroupRecord } from "../catalog";
 import { checkDigest, checkId } from "../catalog/validate";
 import { ClusterClient } from "../client";
-import { GciError, invalid, notFound, precondition } from "../errors";
+import { exhausted, GciError, invalid, notFound, precondition } from "../errors";
 import { ImageStore } from "../image";
 import { CHANNEL_OPTIONS, loadApi, loadHealthDefinition } from "../rpc/proto";
 import { toStatus, unary } from "../rpc/status";
+import { MACHINE_SIZES, MachineSize, machineSize } from "../vm/sizes";
+import { InstanceManager } from "./instances";
 import { Logger } from "./log";
 import { Operations } from "./operations";
 import { ImagePuller, transmit } from "./transfer";
@@ -65,6 +71,7 @@ export class ClusterManager {
   private catalog!: Catalog;
   private store!: ImageStore;
   private puller!: ImagePuller;
+  private instances!: InstanceManager;
   private heartbeat?: NodeJS.Timeout;
   private endpoint = "";
 
@@ -85,6 +92,13 @@ export class ClusterManager {
     this.puller = new ImagePuller({
       datacenter,
       region,
+      store: this.store,
+      catalog: this.catalog,
+      log: this.log,
+    });
+    this.instances = new InstanceManager({
+      datacenter,
+      dataDir: this.args.dataDir,
       store: this.store,
       catalog: this.catalog,
       log: this.log,
@@ -115,13 +129,20 @@ export class ClusterManager {
     }, HEARTBEAT_MS);
     this.heartbeat.unref();
     this.log.info("started", { endpoint: this.endpoint, region, pid: process.pid });
+    await this.instances.recover();
     await this.puller.resumeInterrupted();
     return this.endpoint;
   }
 
-  /** Stops serving (in-flight calls get up to `graceMs`), then closes the catalog. */
-  async stop(graceMs = 5000): Promise<void> {
+  /**
+   * Stops serving (in-flight calls get up to `graceMs`), then closes the catalog. With
+   * `stopInstances` (a datacenter shutting down, e.g. `gci world down`), its VMs and process
+   * instances are stopped too; without it they keep running and a restart finds them again.
+   */
+  async stop(graceMs = 5000, stopInstances = false): Promise<void> {
     clearInterval(this.heartbeat);
+    if (stopInstances)
+      await this.instances?.stopAll().catch((e) => this.log.warn("stop_all.failed", { error: String(e) }));
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.server.forceShutdown();
@@ -183,25 +204,40 @@ export class ClusterManager {
       ),
       StartVms: unary(async (req) => this.startVms(req)),
       ListVms: unary(async (req) => {
-        const vms = await this.catalog.listVms({
-          datacenter: this.name,
-          requestId: req.request_id || undefined,
-        });
-        return {
-          vms: vms.map((v): Vm => ({
-            id: v.id,
-            request_id: v.requestId,
-            datacenter: v.datacenter,
-            image_digest: v.digest,
-            state: v.state,
-            addresses: Object.entries(v.addresses).map(([port, address]) => ({
-              guest_port: Number(port),
-              address,
-            })),
-          })),
-        };
+        // The catalog is global: one start request's VMs are listed wherever they run.
+        const records = await this.catalog.listVms(
+          req.request_id ? { requestId: req.request_id } : { datacenter: this.name },
+        );
+        return { vms: await Promise.all(records.map((v) => this.vm(v.id))) };
       }),
-      StopVms: unary(async (req) => this.stopVms(req.request_id, req.start_request_id)),
+      PlanStartVms: unary(async (req) => this.planStart(req)),
+      ScaleVms: unary(async (req) => this.scaleVms(req)),
+      GetVm: unary(async (req) => this.vm(req.id)),
+      StopVms: unary(async (req) => this.stopVms(req)),
+      RestartVm: unary(async (req) => {
+        const requestId = checkId("request_id", req.request_id);
+        const vm = await this.vm(req.vm_id);
+        if (vm.datacenter !== this.name) {
+          const dc = await this.catalog.getDatacenter(vm.datacenter);
+          return withClient(new ClusterClient(dc!.endpoint), (c) => c.restartVm(requestId, vm.id));
+        }
+        return this.operation(`restart-${requestId}`, "restart_vm", async () => {
+          await this.instances.restart(vm.id);
+          return {};
+        });
+      }),
+      GetVmLogs: unary(async (req) => {
+        const vm = await this.vm(req.vm_id);
+        if (vm.datacenter !== this.name) {
+          const dc = await this.catalog.getDatacenter(vm.datacenter);
+          return withClient(new ClusterClient(dc!.endpoint), async (c) => ({
+            vm_id: vm.id,
+            text: await c.getVmLogs(vm.id, req.tail_bytes),
+          }));
+        }
+        return { vm_id: vm.id, text: this.instances.logs(vm.id, req.tail_bytes || 65536) };
+      }),
+      ReplicateImage: unary(async (req) => this.replicate(req)),
       GetOperation: unary(async (req) => this.ops.get(req.id)),
       WaitOperation: unary(async (req) => this.ops.wait(req.id, req.timeout_ms || 10_000)),
       ListOperations: unary(async (req) => ({ operations: this.ops.list(req.include_done) })),
@@ -312,51 +348,99 @@ export class ClusterManager {
     return { ...image, datacenters: left.map((p) => p.datacenter).sort() };
   }
 
-  /** StartVms: forward to the right datacenter, or accept here and bring the image in. */
-  private async startVms(req: StartVmsRequest__Output): Promise<Operation> {
+  /** Resolves a request's machine size: a named size, or vCPUs and memory (defaults: micro). */
+  private size(req: StartVmsRequest__Output): MachineSize {
+    if (req.machine_size) return machineSize(req.machine_size);
+    return {
+      vcpus: req.vcpus || MACHINE_SIZES.micro.vcpus,
+      memoryMiB: req.memory_mib || MACHINE_SIZES.micro.memoryMiB,
+    };
+  }
+
+  /** Checks a StartVms request's own fields, before anything is looked up. */
+  private async checkStart(
+    req: StartVmsRequest__Output,
+  ): Promise<{ requestId: string; digest: string; size: MachineSize }> {
     const requestId = checkId("request_id", req.request_id);
     const digest = checkDigest(req.image_digest);
     if (!Number.isInteger(req.count) || req.count < 1 || req.count > MAX_COUNT) {
       throw invalid(`count ${req.count} is out of range: ask for 1 to ${MAX_COUNT} VMs`);
     }
+    const size = this.size(req);
     if (!(await this.catalog.getImage(digest))) {
       throw notFound(`image ${digest} is not in the catalog: push it first with \`gci image push\``);
     }
+    return { requestId, digest, size };
+  }
+
+  /** StartVms: forward to the right datacenter, or accept here, bring the image in, and boot. */
+  private async startVms(req: StartVmsRequest__Output): Promise<Operation> {
+    const { requestId, digest, size } = await this.checkStart(req);
     const target = await this.pickDatacenter(req);
     if (target.name !== this.name) return this.forward(req, target);
 
     const opId = `start-${requestId}`;
     const { op, created } = this.ops.begin(opId, "start_vms");
     if (!created) return op;
-    const vcpus = req.vcpus || 1;
-    const memoryMiB = req.memory_mib || 256;
-    const group = await this.catalog.putVmGroupIfAbsent({
-      requestId,
-      datacenter: this.name,
-      digest,
-      count: req.count,
-      vcpus,
-      memoryMiB,
-      createdAt: Date.now(),
-    });
-    if (group.digest !== digest) {
-      this.ops.fail(
-        opId,
-        invalid(`request id "${requestId}" was already used for image ${group.digest}: use a new request id`),
-      );
-      return this.ops.get(opId);
+    try {
+      const existing = await this.catalog.getVmGroup(requestId);
+      if (existing && existing.digest !== digest) {
+        throw invalid(
+          `request id "${requestId}" was already used for image ${existing.digest}: use a new request id`,
+        );
+      }
+      if (!existing) await this.checkCapacity(target, req.count, size, requestId);
+      const group = await this.catalog.putVmGroupIfAbsent({
+        requestId,
+        datacenter: this.name,
+        digest,
+        count: req.count,
+        vcpus: size.vcpus,
+        memoryMiB: size.memoryMiB,
+        createdAt: Date.now(),
+      });
+      this.log.info("start.accepted", {
+        requestId,
+        digest,
+        count: group.count,
+        vcpus: group.vcpus,
+        memoryMiB: group.memoryMiB,
+        forwardedBy: req.forwarded_by || undefined,
+        repeated: existing !== undefined,
+      });
+      void this.runStart(opId, group);
+    } catch (e) {
+      this.ops.fail(opId, e);
+      // A refused request leaves no operation behind, so a corrected retry with the same id is accepted.
+      this.ops.forget(opId);
+      throw e;
     }
-    this.log.info("start.accepted", {
-      requestId,
-      digest,
-      count: req.count,
-      forwardedBy: req.forwarded_by || undefined,
-    });
-    void this.runStart(opId, requestId, digest);
     return this.ops.get(opId);
   }
 
-  private async runStart(opId: string, requestId: string, digest: string): Promise<void> {
+  /** RESOURCE_EXHAUSTED, saying what is free, when the datacenter cannot hold `count` more of `size`. */
+  private async checkCapacity(
+    dc: DatacenterRecord,
+    count: number,
+    size: MachineSize,
+    requestId: string,
+  ): Promise<void> {
+    const groups = (await this.catalog.listVmGroups(dc.name)).filter((g) => g.requestId !== requestId);
+    const usedVcpus = groups.reduce((sum, g) => sum + g.vcpus * g.count, 0);
+    const usedMemory = groups.reduce((sum, g) => sum + g.memoryMiB * g.count, 0);
+    const freeVcpus = dc.capacity.vcpus - usedVcpus;
+    const freeMemory = dc.capacity.memoryMiB - usedMemory;
+    if (count * size.vcpus > freeVcpus || count * size.memoryMiB > freeMemory) {
+      throw exhausted(
+        `datacenter ${dc.name} has ${freeVcpus} of ${dc.capacity.vcpus} vCPUs and ${freeMemory} of ` +
+          `${dc.capacity.memoryMiB} MiB free; ${count} x (${size.vcpus} vCPU, ${size.memoryMiB} MiB) does not fit: ` +
+          `ask for fewer or smaller VMs, or another datacenter`,
+      );
+    }
+  }
+
+  private async runStart(opId: string, group: VmGroupRecord): Promise<void> {
+    const { requestId, digest } = group;
     try {
       this.ops.progress(opId, { phase: "image" });
       const transfer = await this.puller.ensure(digest, requestId, (p) =>
@@ -369,21 +453,53 @@ export class ClusterManager {
           rate: p.rate,
         }),
       );
-      // TODO(#4): boot the group's VMs here with the VM driver; until then the flow ends with
-      // the image verified in this datacenter and the start request accepted.
+      this.ops.progress(opId, { phase: "boot", chunks_done: 0, chunks_total: group.count });
+      const vmIds = await this.instances.converge(group, (ready, total) =>
+        this.ops.progress(opId, { phase: "boot", chunks_done: ready, chunks_total: total }),
+      );
+      this.log.info("start.done", { requestId, digest, vms: vmIds.length });
       this.ops.finish(opId, {
         start_vms: {
           datacenter: this.name,
           region: this.args.region,
-          vm_ids: [],
+          vm_ids: vmIds,
           transfer: transfer ?? null,
         },
-        progress: { phase: "done" },
+        progress: { phase: "done", chunks_done: vmIds.length, chunks_total: vmIds.length },
       });
     } catch (e) {
       this.log.warn("start.failed", { requestId, digest, error: String(e) });
+      // Nothing is left behind: the group's instances are stopped and the group forgotten.
+      await this.instances.stop(requestId).catch(() => undefined);
+      await this.catalog.deleteVmGroup(requestId).catch(() => undefined);
       this.ops.fail(opId, e);
     }
+  }
+
+  /** PlanStartVms: where a start would run and what it would transfer; changes nothing. */
+  private async planStart(req: StartVmsRequest__Output): Promise<StartPlan> {
+    const { digest, size } = await this.checkStart(req);
+    const target = await this.pickDatacenter(req);
+    const image = await this.catalog.getImage(digest);
+    const placements = await this.catalog.listPlacements(digest);
+    const here = placements.some((p) => p.datacenter === target.name && p.state === "present");
+    const regionOf = new Map((await this.catalog.listDatacenters()).map((d) => [d.name, d.region]));
+    const sources = placements
+      .filter((p) => p.state === "present" && p.datacenter !== target.name)
+      .sort(
+        (a, b) =>
+          Number(regionOf.get(b.datacenter) === target.region) -
+          Number(regionOf.get(a.datacenter) === target.region),
+      );
+    return {
+      datacenter: target.name,
+      region: target.region,
+      needs_transfer: !here,
+      source: here ? "" : (sources[0]?.datacenter ?? ""),
+      bytes: here ? 0 : (image?.sizeBytes ?? 0),
+      vcpus: size.vcpus,
+      memory_mib: size.memoryMiB,
+    };
   }
 
   private async pickDatacenter(req: StartVmsRequest__Output): Promise<DatacenterRecord> {
@@ -448,18 +564,130 @@ export class ClusterManager {
     }
   }
 
-  private async stopVms(requestId: string, startRequestId: string): Promise<Operation> {
-    checkId("request_id", requestId);
+  /** The cluster manager that runs a start request's VMs: this one, or a client of another. */
+  private async groupOwner(
+    startRequestId: string,
+  ): Promise<{ group: VmGroupRecord; remote?: ClusterClient }> {
     checkId("start_request_id", startRequestId);
-    const opId = `stop-${requestId}`;
-    const { op, created } = this.ops.begin(opId, "stop_vms");
+    const group = await this.catalog.getVmGroup(startRequestId);
+    if (!group) throw notFound(`start request "${startRequestId}" has no VMs: list them with \`gci vm ls\``);
+    if (group.datacenter === this.name) return { group };
+    const dc = await this.catalog.getDatacenter(group.datacenter);
+    if (!dc)
+      throw notFound(
+        `datacenter ${group.datacenter} of start request ${startRequestId} is not in the catalog`,
+      );
+    return { group, remote: new ClusterClient(dc.endpoint) };
+  }
+
+  /** Runs `work` as an operation keyed by the request id; a repeated request returns it again. */
+  private operation(opId: string, kind: string, work: () => Promise<Partial<Operation>>): Operation {
+    const { op, created } = this.ops.begin(opId, kind);
     if (!created) return op;
-    for (const vm of await this.catalog.listVms({ datacenter: this.name, requestId: startRequestId })) {
-      await this.catalog.deleteVm(vm.id);
-    }
-    await this.catalog.deleteVmGroup(startRequestId);
-    this.log.info("stop.done", { requestId, startRequestId });
-    this.ops.finish(opId, { progress: { phase: "done" } });
+    work().then(
+      (result) => this.ops.finish(opId, { progress: { phase: "done" }, ...result }),
+      (e) => this.ops.fail(opId, e),
+    );
     return this.ops.get(opId);
+  }
+
+  private async scaleVms(req: ScaleVmsRequest__Output): Promise<Operation> {
+    const requestId = checkId("request_id", req.request_id);
+    if (!Number.isInteger(req.count) || req.count < 1 || req.count > MAX_COUNT) {
+      throw invalid(
+        `count ${req.count} is out of range: scale to 1 to ${MAX_COUNT} VMs (stop the group to remove it)`,
+      );
+    }
+    const { group, remote } = await this.groupOwner(req.start_request_id);
+    if (remote) return withClient(remote, (c) => c.scaleVms(requestId, req.start_request_id, req.count));
+    const dc = (await this.catalog.getDatacenter(this.name))!;
+    if (req.count > group.count) {
+      await this.checkCapacity(
+        dc,
+        req.count,
+        { vcpus: group.vcpus, memoryMiB: group.memoryMiB },
+        group.requestId,
+      );
+    }
+    const scaled = { ...group, count: req.count };
+    // The catalog keeps groups put-if-absent; a new count is a delete and a put.
+    await this.catalog.deleteVmGroup(group.requestId);
+    await this.catalog.putVmGroupIfAbsent(scaled);
+    this.log.info("scale.accepted", {
+      requestId,
+      startRequestId: group.requestId,
+      from: group.count,
+      to: req.count,
+    });
+    return this.operation(`scale-${requestId}`, "scale_vms", async () => ({
+      start_vms: {
+        datacenter: this.name,
+        region: this.args.region,
+        vm_ids: await this.instances.converge(scaled),
+        transfer: null,
+      },
+    }));
+  }
+
+  private async stopVms(req: StopVmsRequest__Output): Promise<Operation> {
+    const requestId = checkId("request_id", req.request_id);
+    const { group, remote } = await this.groupOwner(req.start_request_id);
+    if (remote) return withClient(remote, (c) => c.stopVms(requestId, req.start_request_id, req.vm_ids));
+    return this.operation(`stop-${requestId}`, "stop_vms", async () => {
+      const n = await this.instances.stop(group.requestId, req.vm_ids);
+      this.log.info("stop.done", { requestId, startRequestId: group.requestId, stopped: n });
+      return {};
+    });
+  }
+
+  /** The datacenter's VM record for an id, or NOT_FOUND. */
+  private async vm(id: string): Promise<Vm__Output> {
+    checkId("vm id", id);
+    const record = await this.catalog.getVm(id);
+    if (!record) throw notFound(`VM "${id}" is not known: list them with \`gci vm ls\``);
+    const group = await this.catalog.getVmGroup(record.requestId);
+    return {
+      id: record.id,
+      request_id: record.requestId,
+      datacenter: record.datacenter,
+      image_digest: record.digest,
+      state: record.state,
+      addresses: Object.entries(record.addresses).map(([port, address]) => ({
+        guest_port: Number(port),
+        address,
+      })),
+      kind: record.id.startsWith("proc-") ? "process" : "vm",
+      vcpus: group?.vcpus ?? 0,
+      memory_mib: group?.memoryMiB ?? 0,
+    };
+  }
+
+  private async replicate(req: ReplicateImageRequest__Output): Promise<Operation> {
+    const requestId = checkId("request_id", req.request_id);
+    const digest = checkDigest(req.digest);
+    if (!(await this.catalog.getImage(digest))) {
+      throw notFound(`image ${digest} is not in the catalog: push it first with \`gci image push\``);
+    }
+    const target = await this.pickDatacenter({ datacenter: req.datacenter } as StartVmsRequest__Output);
+    if (target.name !== this.name) {
+      if (req.forwarded_by)
+        throw precondition(`replicate ${requestId} was forwarded to the wrong datacenter; retry`);
+      this.log.info("replicate.forwarded", { requestId, to: target.name });
+      return withClient(new ClusterClient(target.endpoint), (c) =>
+        c.replicateImage(requestId, digest, target.name),
+      );
+    }
+    return this.operation(`replicate-${requestId}`, "replicate_image", async () => {
+      const transfer = await this.puller.ensure(digest, requestId);
+      return { transfer: transfer ?? null };
+    });
+  }
+}
+
+async function withClient<T>(client: ClusterClient, fn: (c: ClusterClient) => Promise<T>): Promise<T> {
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
   }
 }

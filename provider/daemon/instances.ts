@@ -1,0 +1,291 @@
+import { createHash } from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import { pipeline } from "stream/promises";
+import type { Catalog, VmGroupRecord, VmRecord, VmState } from "../catalog";
+import { notFound } from "../errors";
+import { extractImage, ImageStore, Manifest } from "../image";
+import { driverFor, InstanceDriver, InstanceHandle, loadHandle, saveHandle } from "../vm";
+import type { Logger } from "./log";
+
+/** Where an instance manager lives. */
+export interface InstanceManagerArgs {
+  readonly datacenter: string;
+  readonly dataDir: string;
+  readonly store: ImageStore;
+  readonly catalog: Catalog;
+  readonly log: Logger;
+}
+
+/** How long an instance may take from start to ready before it is marked failed. */
+const READY_TIMEOUT_MS = 180_000;
+/** Instances started at once; QEMU guests are CPU-bound, process instances are cheap. */
+const STARTS_IN_FLIGHT = { vm: 8, process: 25 } as const;
+
+/**
+ * An instance's id: derived from its start request and index, so a repeated request (also
+ * after a crash) names the same instances and never starts a second one.
+ */
+export function instanceId(kind: "vm" | "process", requestId: string, index: number): string {
+  const group = createHash("sha256").update(requestId).digest("hex").slice(0, 10);
+  return `${kind === "vm" ? "vm" : "proc"}-${group}-${index}`;
+}
+
+/** The index encoded in an instance id. */
+export function instanceIndex(id: string): number {
+  return Number(id.slice(id.lastIndexOf("-") + 1));
+}
+
+/**
+ * Runs a datacenter's instances (QEMU guests or process instances) and keeps the catalog's
+ * VM records true: provisioning -> booting -> running, or failed; stopped when asked.
+ * Instances outlive the cluster manager; `recover()` finds them again after a restart.
+ */
+export class InstanceManager {
+  private readonly groupLocks = new Map<string, Promise<unknown>>();
+  private readonly extracting = new Map<string, Promise<string>>();
+
+  constructor(private readonly args: InstanceManagerArgs) {}
+
+  private runDir(id: string): string {
+    return path.join(this.args.dataDir, "instances", id);
+  }
+
+  /** Serializes work on one group (start, scale, stop), in this process. */
+  private withGroup<T>(requestId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.groupLocks.get(requestId) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    this.groupLocks.set(requestId, next);
+    return next.finally(() => {
+      if (this.groupLocks.get(requestId) === next) this.groupLocks.delete(requestId);
+    });
+  }
+
+  private async put(vm: Omit<VmRecord, "updatedAt">): Promise<void> {
+    await this.args.catalog.putVm({ ...vm, updatedAt: Date.now() });
+  }
+
+  /** Records the group's instances as provisioning (before the image is here), so they show at once. */
+  async placeholders(group: VmGroupRecord, kind: "vm" | "process"): Promise<string[]> {
+    const ids: string[] = [];
+    for (let i = 0; i < group.count; i++) {
+      const id = instanceId(kind, group.requestId, i);
+      ids.push(id);
+      if (!(await this.args.catalog.getVm(id))) {
+        await this.put({
+          id,
+          requestId: group.requestId,
+          datacenter: group.datacenter,
+          digest: group.digest,
+          state: "provisioning",
+          addresses: {},
+        });
+      }
+    }
+    return ids;
+  }
+
+  /**
+   * Makes the group's running instances match its count: starts the missing ones (and those
+   * stopped or failed), stops those past the count. Returns the ids of the group, in order.
+   */
+  converge(group: VmGroupRecord, onProgress?: (ready: number, total: number) => void): Promise<string[]> {
+    return this.withGroup(group.requestId, async () => {
+      const entry = await this.args.store.get(group.digest);
+      if (!entry) throw notFound(`image ${group.digest} is not stored in ${this.args.datacenter}`);
+      const driver = driverFor(entry.manifest);
+      driver.validate(entry.manifest);
+      const imageDir = await this.imageDir(group.digest);
+      const existing = await this.args.catalog.listVms({ requestId: group.requestId });
+      for (const vm of existing.filter((v) => instanceIndex(v.id) >= group.count))
+        await this.stopOne(vm, true);
+      const ids = await this.placeholders(group, driver.kind);
+      let ready = 0;
+      onProgress?.(0, ids.length);
+      await inBatches(ids, STARTS_IN_FLIGHT[driver.kind], async (id) => {
+        await this.ensureRunning(id, group, driver, entry.manifest, imageDir);
+        onProgress?.(++ready, ids.length);
+      });
+      return ids;
+    });
+  }
+
+  private async ensureRunning(
+    id: string,
+    group: VmGroupRecord,
+    driver: InstanceDriver,
+    manifest: Manifest,
+    imageDir: string,
+  ): Promise<void> {
+    const { catalog, log, datacenter } = this.args;
+    const runDir = this.runDir(id);
+    const known = loadHandle(runDir);
+    const record = await catalog.getVm(id);
+    if (known && driver.isRunning(known) && record?.state === "running") return;
+    if (known) await driver.stop(known, 5000);
+    fs.rmSync(runDir, { recursive: true, force: true });
+    fs.mkdirSync(runDir, { recursive: true });
+    const base = { id, requestId: group.requestId, datacenter, digest: group.digest };
+    try {
+      const handle = await driver.start({
+        id,
+        datacenter,
+        digest: group.digest,
+        imageDir,
+        manifest,
+        vcpus: group.vcpus,
+        memoryMiB: group.memoryMiB,
+        runDir,
+      });
+      saveHandle(handle);
+      await this.put({ ...base, state: "booting", addresses: handle.addresses });
+      log.info("instance.booting", { requestId: group.requestId, id, kind: driver.kind, pid: handle.pid });
+      await driver.waitReady(handle, READY_TIMEOUT_MS);
+      await this.put({ ...base, state: "running", addresses: handle.addresses });
+      log.info("instance.running", { requestId: group.requestId, id, addresses: handle.addresses });
+    } catch (e) {
+      log.warn("instance.failed", { requestId: group.requestId, id, error: String(e) });
+      const handle = loadHandle(runDir);
+      if (handle) await driver.stop(handle, 2000).catch(() => undefined);
+      await this.put({ ...base, state: "failed", addresses: {} });
+      throw e;
+    }
+  }
+
+  /** The image extracted once per digest under <data>/rootfs, shared read-only by its instances. */
+  private imageDir(digest: string): Promise<string> {
+    const dir = path.join(this.args.dataDir, "rootfs", digest.slice("sha256:".length));
+    let pending = this.extracting.get(digest);
+    if (!pending) {
+      pending = (async () => {
+        if (fs.existsSync(path.join(dir, ".complete"))) return dir;
+        fs.rmSync(dir, { recursive: true, force: true });
+        fs.mkdirSync(path.dirname(dir), { recursive: true });
+        const archive = `${dir}.tar.tmp`;
+        await pipeline(await this.args.store.openArchive(digest), fs.createWriteStream(archive));
+        try {
+          await extractImage(archive, dir, { expectedDigest: digest });
+        } finally {
+          fs.rmSync(archive, { force: true });
+        }
+        fs.writeFileSync(path.join(dir, ".complete"), digest);
+        return dir;
+      })().finally(() => this.extracting.delete(digest));
+      this.extracting.set(digest, pending);
+    }
+    return pending;
+  }
+
+  /** Stops one instance; `forget` removes its record, otherwise it stays as "stopped". */
+  private async stopOne(vm: VmRecord, forget: boolean): Promise<void> {
+    const handle = loadHandle(this.runDir(vm.id));
+    if (handle) {
+      await this.put({ ...vm, state: "stopping" });
+      await driverOf(handle).stop(handle, 10_000);
+    }
+    fs.rmSync(this.runDir(vm.id), { recursive: true, force: true });
+    if (forget) await this.args.catalog.deleteVm(vm.id);
+    else await this.put({ ...vm, state: "stopped", addresses: {} });
+    this.args.log.info("instance.stopped", { requestId: vm.requestId, id: vm.id, forgotten: forget });
+  }
+
+  /**
+   * Stops a group's instances: all of them (the group is then forgotten), or only `vmIds`
+   * (they stay recorded as "stopped", so the group's count shows the gap).
+   */
+  stop(requestId: string, vmIds: readonly string[] = []): Promise<number> {
+    return this.withGroup(requestId, async () => {
+      const vms = await this.args.catalog.listVms({ requestId });
+      const chosen = vmIds.length > 0 ? vms.filter((v) => vmIds.includes(v.id)) : vms;
+      const missing = vmIds.filter((id) => !vms.some((v) => v.id === id));
+      if (missing.length > 0)
+        throw notFound(`VMs ${missing.join(", ")} are not part of start request ${requestId}`);
+      await Promise.all(chosen.map((vm) => this.stopOne(vm, vmIds.length === 0)));
+      if (vmIds.length === 0) await this.args.catalog.deleteVmGroup(requestId);
+      return chosen.length;
+    });
+  }
+
+  /** Stops then starts one instance again (same id, same addresses may change). */
+  async restart(vmId: string): Promise<void> {
+    const vm = await this.args.catalog.getVm(vmId);
+    if (!vm) throw notFound(`VM ${vmId} is not known: list them with \`gci vm ls\``);
+    const group = await this.args.catalog.getVmGroup(vm.requestId);
+    if (!group) throw notFound(`VM ${vmId} belongs to no start request any more`);
+    await this.withGroup(vm.requestId, () => this.stopOne(vm, false));
+    await this.converge(group);
+  }
+
+  /** The tail of an instance's console or output. */
+  logs(vmId: string, tailBytes: number): string {
+    const handle = loadHandle(this.runDir(vmId));
+    if (!handle || !fs.existsSync(handle.logFile)) return "";
+    const size = fs.statSync(handle.logFile).size;
+    const fd = fs.openSync(handle.logFile, "r");
+    try {
+      const len = Math.min(size, tailBytes);
+      const buf = Buffer.alloc(len);
+      fs.readSync(fd, buf, 0, len, size - len);
+      return buf.toString("utf8");
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * After a restart: instances still running are kept (booting ones are watched until
+   * ready); those whose process is gone are marked failed. None is forgotten or duplicated.
+   */
+  async recover(): Promise<void> {
+    const { catalog, log, datacenter } = this.args;
+    for (const vm of await catalog.listVms({ datacenter })) {
+      const live: VmState[] = ["provisioning", "booting", "running", "stopping"];
+      if (!live.includes(vm.state)) continue;
+      const handle = loadHandle(this.runDir(vm.id));
+      const alive = handle !== undefined && driverOf(handle).isRunning(handle);
+      if (alive && vm.state === "booting") {
+        driverOf(handle)
+          .waitReady(handle, READY_TIMEOUT_MS)
+          .then(
+            () => this.put({ ...vm, state: "running", addresses: handle.addresses }),
+            () => this.put({ ...vm, state: "failed", addresses: {} }),
+          )
+          .catch(() => undefined);
+      } else if (!alive && vm.state !== "provisioning") {
+        await this.put({ ...vm, state: "failed", addresses: {} });
+      }
+      log.info("instance.recovered", { requestId: vm.requestId, id: vm.id, alive, state: vm.state });
+    }
+  }
+
+  /** Stops every instance of this datacenter (the datacenter is shutting down). */
+  async stopAll(): Promise<void> {
+    const vms = await this.args.catalog.listVms({ datacenter: this.args.datacenter });
+    await Promise.all(
+      vms
+        .filter((v) => v.state !== "stopped" && v.state !== "failed")
+        .map((vm) => this.stopOne(vm, false).catch(() => undefined)),
+    );
+  }
+}
+
+function driverOf(handle: InstanceHandle): InstanceDriver {
+  return driverFor({ driver: handle.kind === "vm" ? "qemu" : "process" } as Manifest);
+}
+
+async function inBatches<T>(
+  items: readonly T[],
+  width: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  const queue = [...items];
+  const errors: unknown[] = [];
+  await Promise.all(
+    Array.from({ length: Math.min(width, queue.length) }, async () => {
+      for (let item = queue.shift(); item !== undefined; item = queue.shift()) {
+        await fn(item).catch((e) => errors.push(e));
+      }
+    }),
+  );
+  if (errors.length > 0) throw errors[0];
+}

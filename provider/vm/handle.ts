@@ -1,0 +1,69 @@
+/**
+ * Instance handles on disk: `<runDir>/instance.json`, written when an instance starts, so a
+ * cluster manager that restarts finds (and can stop) the instances it had started.
+ */
+
+import * as fs from "fs";
+import * as path from "path";
+import { dataLoss } from "../errors";
+import type { InstanceHandle } from "./types";
+
+/** The handle's file name inside the instance's run directory. */
+export const HANDLE_FILE = "instance.json";
+
+/** Writes `<handle.runDir>/instance.json` atomically (a reader never sees half a file). */
+export function saveHandle(handle: InstanceHandle): void {
+  const file = path.join(handle.runDir, HANDLE_FILE);
+  const temporary = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(temporary, JSON.stringify(handle, null, 2) + "\n", { mode: 0o644 });
+  fs.renameSync(temporary, file);
+}
+
+/**
+ * Reads the handle saved in `runDir`; undefined when there is none (the instance never got to
+ * start). Throws DATA_LOSS naming the file when it is not a handle.
+ */
+export function loadHandle(runDir: string): InstanceHandle | undefined {
+  const file = path.join(runDir, HANDLE_FILE);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw e;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw dataLoss(
+      `${file} is not JSON (${(e as Error).message}); remove the file and stop the instance by hand`,
+    );
+  }
+  const problem = handleProblem(value);
+  if (problem !== undefined) {
+    throw dataLoss(
+      `${file} is not an instance handle: ${problem}; remove the file and stop the instance by hand`,
+    );
+  }
+  return value as InstanceHandle;
+}
+
+function handleProblem(value: unknown): string | undefined {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return "not a JSON object";
+  const v = value as Record<string, unknown>;
+  for (const key of ["id", "logFile", "runDir", "startTime"]) {
+    if (typeof v[key] !== "string") return `"${key}" is not a string`;
+  }
+  if (v.kind !== "vm" && v.kind !== "process")
+    return `"kind" is ${JSON.stringify(v.kind)}, not "vm" or "process"`;
+  if (typeof v.pid !== "number" || !Number.isInteger(v.pid) || v.pid < 1) return `"pid" is not a process id`;
+  const addresses = v.addresses;
+  if (typeof addresses !== "object" || addresses === null || Array.isArray(addresses)) {
+    return `"addresses" is not an object`;
+  }
+  for (const [port, address] of Object.entries(addresses)) {
+    if (typeof address !== "string") return `"addresses.${port}" is not a string`;
+  }
+  return undefined;
+}
