@@ -5,7 +5,7 @@ import { pipeline } from "stream/promises";
 import type { Catalog, VmGroupRecord, VmRecord, VmState } from "../catalog";
 import { notFound } from "../errors";
 import { extractImage, ImageStore, Manifest } from "../image";
-import { driverFor, InstanceDriver, InstanceHandle, loadHandle, saveHandle } from "../vm";
+import { driverFor, driverForKind, InstanceDriver, InstanceHandle, loadHandle } from "../vm";
 import type { Logger } from "./log";
 
 /** Where an instance manager lives. */
@@ -137,7 +137,6 @@ export class InstanceManager {
         memoryMiB: group.memoryMiB,
         runDir,
       });
-      saveHandle(handle);
       await this.put({ ...base, state: "booting", addresses: handle.addresses });
       log.info("instance.booting", { requestId: group.requestId, id, kind: driver.kind, pid: handle.pid });
       await driver.waitReady(handle, READY_TIMEOUT_MS);
@@ -270,7 +269,7 @@ export class InstanceManager {
 }
 
 function driverOf(handle: InstanceHandle): InstanceDriver {
-  return driverFor({ driver: handle.kind === "vm" ? "qemu" : "process" } as Manifest);
+  return driverForKind(handle.kind);
 }
 
 async function inBatches<T>(

@@ -6,7 +6,7 @@
 import type { Manifest } from "../image";
 import { ProcessDriver } from "./process";
 import { QemuDriver, resolveQemu } from "./qemu";
-import type { InstanceDriver } from "./types";
+import type { InstanceDriver, InstanceKind } from "./types";
 
 export type { InstanceDriver, InstanceHandle, InstanceKind, InstanceSpec } from "./types";
 export { MACHINE_SIZES, machineSize } from "./sizes";
@@ -17,6 +17,11 @@ export { ProcessDriver } from "./process";
 export type { ProcessDriverArgs } from "./process";
 export { HANDLE_FILE, loadHandle, saveHandle } from "./handle";
 export { READY_MARKER, freePort } from "./host";
+
+/** The driver that runs instances of a kind (for instances found again by their handle). */
+export function driverForKind(kind: InstanceKind): InstanceDriver {
+  return kind === "vm" ? new QemuDriver({ qemu: resolveQemu() }) : new ProcessDriver();
+}
 
 /**
  * The driver for an image: qemu for driver "qemu" (FAILED_PRECONDITION naming the package when

@@ -222,8 +222,8 @@ export async function startDatacenter(
   return dc;
 }
 
-/** Stops every cluster manager of the world (SIGTERM, then SIGKILL after `graceMs`). */
-export async function stopWorld(dir: string, graceMs = 5000): Promise<number> {
+/** Stops every cluster manager of the world and their instances (SIGTERM, then SIGKILL after `graceMs`). */
+export async function stopWorld(dir: string, graceMs = 30_000): Promise<number> {
   const state = readWorld(path.resolve(dir));
   if (!state) return 0;
   const pids = state.datacenters.map((d) => d.pid).filter(isAlive);
