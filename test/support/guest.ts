@@ -6,11 +6,12 @@ import * as path from "path";
 import { promisify } from "util";
 import { cacheRoot } from "../../provider/engine/paths";
 import { Manifest, packDirectory } from "../../provider/image";
+import { packageRoot } from "../../provider/engine/paths";
 
 const execFileP = promisify(execFile);
 
 /** The image recipes: examples/images/<recipe>/ (build.sh, manifest.json and their inputs). */
-const RECIPES = path.resolve(__dirname, "..", "..", "examples", "images");
+const RECIPES = path.join(packageRoot(), "examples", "images");
 
 /** An image archive built from a recipe, cached across test runs. */
 export interface BuiltImage {

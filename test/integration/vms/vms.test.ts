@@ -132,6 +132,35 @@ describe("VMs at the end of the flow", () => {
     expect(build.stderr).toMatch(/kernel/);
   });
 
+  it("drives instances from the command line: start, logs, restart, stop", async () => {
+    const image = await processImage();
+    expect((await runGci(["image", "push", image.file, "--dc", "us-1", "--world", world.dir])).code).toBe(0);
+    const requestId = randomUUID();
+    const start = await runGci([
+      ...["vm", "start", "--image", image.digest, "--region", "eu", "--count", "2", "--size", "nano"],
+      ...["--request-id", requestId, "--world", world.dir, "--json"],
+    ]);
+    expect(start.code).toBe(0);
+    const { vms } = JSON.parse(start.stdout) as { vms: { id: string; state: string; kind: string }[] };
+    expect(vms.map((v) => [v.state, v.kind])).toEqual([
+      ["running", "process"],
+      ["running", "process"],
+    ]);
+    const logs = await runGci(["vm", "logs", vms[0].id, "--world", world.dir]);
+    expect(logs.stdout).toContain("GCI-READY");
+
+    const eu1 = world.client("eu-1");
+    const restart = await eu1.restartVm(randomUUID(), vms[0].id);
+    await waitForOperation(eu1, restart, { timeoutMs: 60_000 });
+    const after = await eu1.getVm(vms[0].id);
+    expect(after.state).toBe("running");
+    expect(await httpGet(after.addresses[0].address)).toContain(vms[0].id);
+
+    const stop = await runGci(["vm", "stop", requestId, "--world", world.dir]);
+    expect(stop.code).toBe(0);
+    expect(await eu1.listVms(requestId)).toEqual([]);
+  });
+
   it("runs 100 process instances, stops them cleanly, and world down leaves no stray process", async () => {
     const image = await processImage();
     expect((await runGci(["image", "push", image.file, "--dc", "eu-1", "--world", world.dir])).code).toBe(0);
