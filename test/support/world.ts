@@ -4,7 +4,8 @@ import * as os from "os";
 import * as path from "path";
 import { Catalog, openCatalog } from "../../provider/catalog";
 import { ClusterClient } from "../../provider/client";
-import { packDirectory } from "../../provider/image";
+import { extractImage, packDirectory } from "../../provider/image";
+import { processImage } from "./guest";
 import {
   DatacenterProcess,
   readWorld,
@@ -97,31 +98,24 @@ export async function testWorld(spec: WorldSpec, extraArgs: string[] = []): Prom
 }
 
 /**
- * Packs a qemu-style test image (random "kernel" and "initrd" of the given total size) into
- * an archive under `dir`; different seeds give different images.
+ * A real, bootable test image of about `sizeMiB`: the process-web recipe's image (cheap to
+ * run) plus random padding, so transfers span several chunks; names give distinct images.
  */
 export async function makeImage(
   dir: string,
   opts: { name: string; sizeMiB: number },
 ): Promise<{ file: string; digest: string; sizeBytes: number }> {
-  const src = fs.mkdtempSync(path.join(dir, "src-"));
-  const half = Math.max(1, Math.floor((opts.sizeMiB * 1024 * 1024) / 2));
-  fs.writeFileSync(path.join(src, "vmlinuz"), randomBytes(half));
-  fs.writeFileSync(path.join(src, "initrd.img"), randomBytes(half));
-  const file = path.join(dir, `${opts.name}.tar`);
-  const result = await packDirectory(
-    src,
-    {
-      schema: "gci.image/v1",
-      name: opts.name,
-      driver: "qemu",
-      kernel: "vmlinuz",
-      initrd: "initrd.img",
-      ports: [80],
-    },
-    file,
+  const root = fs.mkdtempSync(path.join(dir, "src-"));
+  fs.rmdirSync(root);
+  const info = await extractImage((await processImage()).file, root);
+  fs.rmSync(path.join(root, "manifest.json"), { force: true });
+  fs.writeFileSync(
+    path.join(root, "padding.bin"),
+    randomBytes(Math.max(1, opts.sizeMiB * 1024 * 1024 - info.sizeBytes)),
   );
-  fs.rmSync(src, { recursive: true, force: true });
+  const file = path.join(dir, `${opts.name}.tar`);
+  const result = await packDirectory(root, { ...info.manifest, name: opts.name }, file);
+  fs.rmSync(root, { recursive: true, force: true });
   return { file, digest: result.digest, sizeBytes: result.sizeBytes };
 }
 

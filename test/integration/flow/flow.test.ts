@@ -85,7 +85,8 @@ describe("the defining flow across a world of three regions and four datacenters
     ]);
     expect(mine("us-1")[0]).toMatchObject({ to: "eu-1" });
     expect(mine("us-1")[2]).toMatchObject({ to: "eu-1", bytes: image.sizeBytes, skipped: 0 });
-    expect(mine("eu-1").map((l) => l.event)).toEqual([
+    const events = mine("eu-1").map((l) => l.event);
+    expect(events.slice(0, 6)).toEqual([
       "start.accepted",
       "image.lookup",
       "transfer.requested",
@@ -93,6 +94,15 @@ describe("the defining flow across a world of three regions and four datacenters
       "transfer.verified",
       "placement.recorded",
     ]);
+    // Then the two instances boot, and the start is done.
+    expect(events.slice(6).sort()).toEqual([
+      "instance.booting",
+      "instance.booting",
+      "instance.running",
+      "instance.running",
+      "start.done",
+    ]);
+    expect(events.at(-1)).toBe("start.done");
     expect(mine("eu-1")[1]).toMatchObject({ here: false, presentIn: ["us-1"] });
     expect(mine("eu-1")[2]).toMatchObject({ source: "us-1" });
   });
