@@ -24,9 +24,14 @@ export interface DatacenterArgs {
    * @default 16384
    */
   readonly memoryMiB?: pulumi.Input<number>;
+  /**
+   * Check that the cluster manager answers its health check (SERVING) before registering it.
+   * @default true
+   */
+  readonly requireHealthy?: pulumi.Input<boolean>;
 }
 
-/** A datacenter of a region, registered in the global catalog with its cluster manager. */
+/** A datacenter of a region, registered in the global catalog with its cluster manager (checked healthy first). */
 export class Datacenter extends pulumi.dynamic.Resource {
   declare readonly catalog: pulumi.Output<string>;
   declare readonly region: pulumi.Output<string>;
@@ -39,7 +44,7 @@ export class Datacenter extends pulumi.dynamic.Resource {
     super(
       providerFor("Datacenter"),
       name,
-      { vcpus: 8, memoryMiB: 16384, ...args, name: args.name ?? name },
+      { vcpus: 8, memoryMiB: 16384, requireHealthy: true, ...args, name: args.name ?? name },
       opts,
       "gci",
       "Datacenter",

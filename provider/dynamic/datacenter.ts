@@ -1,7 +1,8 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { openCatalog } from "../catalog";
 import { checkName } from "../catalog/validate";
-import { invalid } from "../errors";
+import { ClusterClient } from "../client";
+import { GciError, invalid } from "../errors";
 import { Failures } from "./inputs";
 
 /** The inputs of a Datacenter as the engine stores them. */
@@ -12,6 +13,35 @@ export interface DatacenterInputs {
   readonly endpoint: string;
   readonly vcpus: number;
   readonly memoryMiB: number;
+  /** Refuse to register a datacenter whose cluster manager does not answer SERVING (absent = true). */
+  readonly requireHealthy?: boolean;
+}
+
+const HEALTH_TIMEOUT_MS = 10_000;
+
+/** Asks the cluster manager's standard health service, bounded; throws UNAVAILABLE naming the fix. */
+async function checkHealthy(inputs: DatacenterInputs): Promise<void> {
+  if (inputs.requireHealthy === false) return;
+  const client = new ClusterClient(inputs.endpoint);
+  try {
+    const status = await client.checkHealth(HEALTH_TIMEOUT_MS).catch((e: unknown) => {
+      throw new GciError(
+        "UNAVAILABLE",
+        `the cluster manager of ${inputs.name} at ${inputs.endpoint} did not answer its health check within ` +
+          `${HEALTH_TIMEOUT_MS / 1000} s (${GciError.isInstance(e) ? e.message : String(e)}): start it ` +
+          "(`gci world up`) or set requireHealthy: false to register it anyway",
+      );
+    });
+    if (status !== "SERVING") {
+      throw new GciError(
+        "UNAVAILABLE",
+        `the cluster manager of ${inputs.name} at ${inputs.endpoint} is ${status}, not SERVING`,
+      );
+    }
+    console.log(`gci: ${inputs.name}: cluster manager at ${inputs.endpoint} is SERVING`);
+  } finally {
+    client.close();
+  }
 }
 
 const ENDPOINT = /^[A-Za-z0-9._-]+:[0-9]{1,5}$/;
@@ -63,6 +93,7 @@ export const datacenterHandlers: pulumi.dynamic.ResourceProvider = {
   },
 
   async create(inputs: DatacenterInputs) {
+    await checkHealthy(inputs);
     const catalog = await openCatalog(inputs.catalog);
     try {
       await catalog.putDatacenter(record(inputs));
@@ -73,6 +104,7 @@ export const datacenterHandlers: pulumi.dynamic.ResourceProvider = {
   },
 
   async update(_id, _olds: DatacenterInputs, news: DatacenterInputs) {
+    await checkHealthy(news);
     const catalog = await openCatalog(news.catalog);
     try {
       const current = await catalog.getDatacenter(news.name);

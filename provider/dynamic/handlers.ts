@@ -1,5 +1,8 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { datacenterHandlers } from "./datacenter";
+import { imageHandlers } from "./image";
+import { replicaHandlers } from "./replica";
+import { vmGroupHandlers } from "./vmgroup";
 
 /**
  * Every resource kind's handlers, by the type name in its token
@@ -8,4 +11,7 @@ import { datacenterHandlers } from "./datacenter";
  */
 export const handlers: Readonly<Record<string, pulumi.dynamic.ResourceProvider>> = {
   Datacenter: datacenterHandlers,
+  Image: imageHandlers,
+  VirtualMachineGroup: vmGroupHandlers,
+  ImageReplica: replicaHandlers,
 };

@@ -1,0 +1,62 @@
+import { Catalog, openCatalog } from "../catalog";
+import { ClusterClient } from "../client";
+import { notFound } from "../errors";
+import { CatalogOutput, findDatacenter, knownDatacenters } from "./topology";
+
+/**
+ * The connections one handler call needs: the live catalog (opened on first use) and a client
+ * per datacenter. Created inside each handler and closed at its end, so the provider closure
+ * in the state captures nothing but configuration.
+ */
+export class WorldConnection {
+  private catalogHandle?: Promise<Catalog>;
+  private readonly clients = new Map<string, ClusterClient>();
+
+  constructor(readonly topology: CatalogOutput) {}
+
+  /** The live catalog named by the stack output. */
+  catalog(): Promise<Catalog> {
+    this.catalogHandle ??= openCatalog(this.topology.catalog);
+    return this.catalogHandle;
+  }
+
+  /**
+   * A client of a datacenter's cluster manager. The endpoint comes from the stack output,
+   * unless the live catalog records a newer one (the world was restarted since the platform
+   * stack ran): cluster managers write their endpoint there when they start.
+   */
+  async client(datacenter: string): Promise<ClusterClient> {
+    const cached = this.clients.get(datacenter);
+    if (cached) return cached;
+    const live = await (await this.catalog()).getDatacenter(datacenter);
+    const endpoint = live?.endpoint ?? findDatacenter(this.topology, datacenter)?.endpoint;
+    if (!endpoint) {
+      throw notFound(
+        `datacenter "${datacenter}" is neither in the catalog stack output nor in the live catalog ` +
+          `(known: ${knownDatacenters(this.topology)}): check the name or re-run the platform stack`,
+      );
+    }
+    const client = new ClusterClient(endpoint);
+    this.clients.set(datacenter, client);
+    return client;
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+    if (this.catalogHandle) await (await this.catalogHandle.catch(() => undefined))?.close();
+  }
+}
+
+/** Runs `fn` with a fresh WorldConnection and closes it afterwards. */
+export async function withWorld<T>(
+  topology: CatalogOutput,
+  fn: (world: WorldConnection) => Promise<T>,
+): Promise<T> {
+  const world = new WorldConnection(topology);
+  try {
+    return await fn(world);
+  } finally {
+    await world.close();
+  }
+}

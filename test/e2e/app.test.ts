@@ -1,0 +1,265 @@
+import * as fs from "fs";
+import * as path from "path";
+import { waitForOperation } from "../../provider/client";
+import { REPO, TempProject, tempProject } from "../support/engine";
+import { processImage } from "../support/guest";
+import { processesMentioning } from "../support/procs";
+import { TestWorld, testWorld } from "../support/world";
+import {
+  StackRunner,
+  httpGet,
+  processVariant,
+  stackRunner,
+  summaryOf,
+  tempDir,
+  worldSnapshot,
+} from "./support";
+
+/**
+ * The two examples through the real pulumi CLI, on a world of real cluster managers: the
+ * platform stack registers the world and exports the catalog; the app stack (an image in us,
+ * VM groups in eu and ap) goes through preview, up, no-change preview, refresh, scale, an
+ * image change, drift, import and destroy. Process-driver images keep it fast.
+ */
+describe("examples/platform and examples/app through the real pulumi CLI", () => {
+  let world: TestWorld;
+  let dir: string;
+  let platform: StackRunner;
+  let app: StackRunner;
+  let image1: { file: string; digest: string; sizeBytes: number };
+  let image2File: string;
+  let appConfig: Record<string, string | number>;
+  const requestIds: string[] = [];
+
+  type UpSummary = {
+    summary: { resourceChanges: Record<string, number> };
+    outputs: {
+      imageDigest: string;
+      urls: string[];
+      vms: { region: string; datacenter: string; ids: string[]; urls: string[] }[];
+      transfers: { source: string; destination: string; bytes: number; seconds: number }[];
+      requestIds: string[];
+    };
+  };
+
+  beforeAll(async () => {
+    dir = tempDir("app-e2e");
+    [world, image1] = await Promise.all([
+      testWorld({ regions: { us: ["us-1"], eu: ["eu-1"], ap: ["ap-1"] } }),
+      processImage(),
+    ]);
+    image2File = (await processVariant(dir, "process-web-v2")).file;
+    const stack = `e2e${process.pid}`;
+    const stateDir = path.join(dir, "state");
+    platform = stackRunner(path.join(REPO, "examples", "platform"), stack, stateDir);
+    app = stackRunner(path.join(REPO, "examples", "app"), stack, stateDir);
+    appConfig = { platformStack: `organization/gci-platform/${stack}`, imageFile: image1.file };
+    summaryOf(await platform.run("up", { worldDir: world.dir }));
+  }, 180_000);
+
+  afterAll(async () => {
+    // Best effort, so a failed test leaves no VMs behind; the world stops anyway.
+    await app?.run("destroy", appConfig).catch(() => undefined);
+    await platform?.run("destroy", { worldDir: world.dir }).catch(() => undefined);
+    app?.cleanup();
+    platform?.cleanup();
+    await world?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+
+  it("previews the planned transfers and moves nothing", async () => {
+    const before = await worldSnapshot(world);
+    const run = await app.run("preview", appConfig);
+    const summary = summaryOf<{
+      changeSummary: Record<string, number>;
+      plannedTransfers: {
+        resource: string;
+        source: string;
+        destination: string;
+        bytes: number;
+        digest: string;
+      }[];
+    }>(run);
+    expect(summary.changeSummary.create).toBe(4);
+    // For people: the plan is in the preview's display ...
+    expect(run.stderr).toMatch(
+      /plannedTransfer: \{\s+bytes\s*: \d+\s+destination: "eu-1"\s+digest\s*: "sha256:[0-9a-f]+"\s+source\s*: "us-1"/,
+    );
+    // ... and for CI pipelines in the JSON summary.
+    const planned = summary.plannedTransfers.map((t) => [
+      t.resource,
+      t.source,
+      t.destination,
+      t.bytes,
+      t.digest,
+    ]);
+    expect(planned.sort()).toEqual([
+      ["web-ap", "us-1", "ap-1", image1.sizeBytes, image1.digest],
+      ["web-eu", "us-1", "eu-1", image1.sizeBytes, image1.digest],
+    ]);
+    expect(await worldSnapshot(world)).toEqual(before);
+  });
+
+  it("uploads the image once, starts the VMs where asked and each answers on its URL", async () => {
+    const { summary, outputs } = summaryOf<UpSummary>(await app.run("up", appConfig));
+    expect(summary.resourceChanges.create).toBe(4);
+    expect(outputs.imageDigest).toBe(image1.digest);
+    expect(outputs.vms.map((v) => [v.region, v.datacenter, v.ids.length])).toEqual([
+      ["eu", "eu-1", 2],
+      ["ap", "ap-1", 1],
+    ]);
+    expect(outputs.transfers.map((t) => [t.source, t.destination, t.bytes]).sort()).toEqual([
+      ["us-1", "ap-1", image1.sizeBytes],
+      ["us-1", "eu-1", image1.sizeBytes],
+    ]);
+    expect(outputs.urls).toHaveLength(3);
+    for (const vm of outputs.vms) {
+      for (const url of vm.urls) expect(await httpGet(url)).toContain(vm.datacenter);
+    }
+    requestIds.push(...outputs.requestIds);
+    const snap = await worldSnapshot(world);
+    expect(snap.groups).toHaveLength(2);
+    expect(snap.daemonVms).toHaveLength(3);
+  });
+
+  it("previews no changes after up, and refresh finds no drift", async () => {
+    const preview = summaryOf<{ changeSummary: Record<string, number> }>(await app.run("preview", appConfig));
+    expect(Object.keys(preview.changeSummary)).toEqual(["same"]);
+    const refresh = summaryOf<UpSummary>(await app.run("refresh", appConfig));
+    expect(Object.keys(refresh.summary.resourceChanges)).toEqual(["same"]);
+  });
+
+  it("scales a group in place: the running VMs stay, one more joins", async () => {
+    const before = (await world.client("eu-1").listVms(requestIds[0])).map((v) => v.id);
+    const { summary, outputs } = summaryOf<UpSummary>(await app.run("up", { ...appConfig, countA: 3 }));
+    expect(summary.resourceChanges).toMatchObject({ update: 1 });
+    expect(summary.resourceChanges.replace).toBeUndefined();
+    expect(outputs.requestIds).toEqual(requestIds);
+    const eu = outputs.vms[0].ids;
+    expect(eu).toHaveLength(3);
+    expect(eu).toEqual(expect.arrayContaining(before));
+    appConfig = { ...appConfig, countA: 3 };
+  });
+
+  it("replaces the VMs on an image change, new ones before the old ones go", async () => {
+    const run = await app.run("up", { ...appConfig, imageFile: image2File });
+    const { summary, outputs } = summaryOf<UpSummary>(run);
+    expect(summary.resourceChanges).toMatchObject({ replace: 3 });
+    expect(outputs.requestIds.filter((id) => requestIds.includes(id))).toEqual([]);
+    expect(outputs.vms.map((v) => v.ids.length)).toEqual([3, 1]);
+    for (const url of outputs.urls) expect(await httpGet(url)).toBeTruthy();
+    // Create before delete: the engine created each replacement group before it deleted the original.
+    for (const name of ["web-eu", "web-ap"]) {
+      const created = run.stderr.indexOf(`VirtualMachineGroup ${name} created replacement`);
+      const deleted = run.stderr.indexOf(`VirtualMachineGroup ${name} deleted original`);
+      expect(created).toBeGreaterThan(-1);
+      expect(deleted).toBeGreaterThan(created);
+    }
+    // The old image is gone from every datacenter; the old groups are gone.
+    const snap = await worldSnapshot(world);
+    expect(snap.placements.filter((p) => p.startsWith(image1.digest))).toEqual([]);
+    expect(snap.groups.map((g) => g.split("@")[0]).sort()).toEqual([...outputs.requestIds].sort());
+    requestIds.splice(0, requestIds.length, ...outputs.requestIds);
+    appConfig = { ...appConfig, imageFile: image2File };
+  });
+
+  it("shows a VM stopped behind Pulumi's back on refresh, and the next up restores the count", async () => {
+    const eu = world.client("eu-1");
+    const [victim] = await eu.listVms(requestIds[0]);
+    await waitForOperation(eu, await eu.stopVms("stopped-by-hand", requestIds[0], [victim.id]), {
+      timeoutMs: 30_000,
+    });
+
+    const refresh = summaryOf<UpSummary>(await app.run("refresh", appConfig));
+    expect(refresh.summary.resourceChanges).toMatchObject({ update: 1 });
+    const preview = summaryOf<{ changeSummary: Record<string, number> }>(await app.run("preview", appConfig));
+    expect(preview.changeSummary).toMatchObject({ update: 1 });
+
+    const { outputs } = summaryOf<UpSummary>(await app.run("up", appConfig));
+    // The cluster manager starts the stopped instance again (instance ids are per slot).
+    expect(outputs.vms[0].ids).toHaveLength(3);
+    expect(outputs.vms[0].ids).toContain(victim.id);
+    const live = (await eu.listVms(requestIds[0])).filter((v) => v.state === "running");
+    expect(live).toHaveLength(3);
+  });
+
+  describe("import of a VM group started outside Pulumi", () => {
+    let project: TempProject;
+    const adopted = `adopted-${process.pid}`;
+    let imageDigest = "";
+
+    const program = (
+      how: "adopt" | "import-option",
+    ) => `import * as gci from ${JSON.stringify(path.join(REPO, "sdk"))};
+const catalog = gci.Catalog.fromWorld(${JSON.stringify(world.dir)});
+const group = new gci.VirtualMachineGroup(
+  "adopted",
+  { catalog, image: ${JSON.stringify(imageDigest)}, region: "eu", count: 1, machineSize: "nano"${
+    how === "adopt" ? `, adopt: ${JSON.stringify(adopted)}` : ""
+  } },
+  ${how === "import-option" ? `{ import: ${JSON.stringify(adopted)} }` : "{}"},
+);
+export const requestId = group.requestId;
+export const vmIds = group.vmIds;
+`;
+
+    beforeAll(async () => {
+      const us = world.client("us-1");
+      imageDigest = (await world.client("eu-1").listVms(requestIds[0]))[0].image_digest;
+      const op = await us.startVms({
+        request_id: adopted,
+        image_digest: imageDigest,
+        region: "eu",
+        count: 1,
+        machine_size: "nano",
+      });
+      await waitForOperation(world.client(op.datacenter), op, { timeoutMs: 60_000 });
+    });
+
+    afterAll(() => project?.remove());
+
+    it("is not possible with Pulumi's import option: the engine reads without the dynamic provider", async () => {
+      project = tempProject("import", program("import-option"));
+      const run = await project.gci(["stack", "up", "--json"]);
+      expect(run.code).not.toBe(0);
+      // @pulumi/pulumi's dynamic-provider host finds no serialized provider in an import's Read.
+      expect(run.stderr).toContain("code must be a string, not undefined");
+      expect(await world.client("eu-1").listVms(adopted)).toHaveLength(1);
+      project.remove();
+    });
+
+    it("adopts it with the adopt argument, then previews no changes and destroys it", async () => {
+      // A program written from the README: the catalog of a running world, an existing group.
+      project = tempProject("adopt", program("adopt"));
+      const up = summaryOf<{
+        summary: { resourceChanges: Record<string, number> };
+        outputs: { requestId: string; vmIds: string[] };
+      }>(await project.gci(["stack", "up", "--json"]));
+      expect(up.summary.resourceChanges).toMatchObject({ create: 2 });
+      expect(up.outputs.requestId).toBe(adopted);
+      expect(up.outputs.vmIds).toEqual((await world.client("eu-1").listVms(adopted)).map((v) => v.id));
+      const preview = summaryOf<{ changeSummary: Record<string, number> }>(
+        await project.gci(["stack", "preview", "--json"]),
+      );
+      expect(Object.keys(preview.changeSummary)).toEqual(["same"]);
+      summaryOf(await project.gci(["stack", "destroy", "--json"]));
+      expect(await world.client("eu-1").listVms(adopted)).toEqual([]);
+    });
+  });
+
+  it("destroys everything the stacks made: no VM, process, group, placement or image left", async () => {
+    const run = await app.run("destroy", appConfig);
+    expect(summaryOf<UpSummary>(run).summary.resourceChanges).toMatchObject({ delete: 4 });
+    const snap = await worldSnapshot(world);
+    expect(snap).toEqual({ images: [], placements: [], groups: [], vms: [], daemonVms: [] });
+    const daemons = new Set(world.state.datacenters.map((d) => d.pid));
+    expect(processesMentioning(world.dir).filter((pid) => !daemons.has(pid))).toEqual([]);
+    summaryOf(await platform.run("destroy", { worldDir: world.dir }));
+    const catalog = await world.catalog();
+    try {
+      expect(await catalog.listDatacenters()).toEqual([]);
+    } finally {
+      await catalog.close();
+    }
+  });
+});
