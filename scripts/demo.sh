@@ -51,11 +51,11 @@ $GCI world status
 grep -h "\"$REQUEST\"" "$GCI_WORLD"/dcs/us-1/log.jsonl "$GCI_WORLD"/dcs/eu-1/log.jsonl |
   jq -r '"\(.ts)  \(.dc)  \(.event)"' | sort -s -k1,1
 
-step "a Pulumi stack through the real engine (pulumi $($GCI doctor --json | jq -r '.[] | select(.name=="pulumi") | .detail' | cut -d' ' -f1))"
-$GCI stack up --dir examples/datacenter --stack demo
-lap "pulumi up"
+step "the same through Pulumi: platform and app stacks (examples/platform, examples/app) on the real engine"
+bash examples/app/demo.sh --image "$DEMO/guest.tar"
+lap "Pulumi: platform + app stacks, URLs fetched"
 
 step "summary"
 printf '%s\n' "${TIMES[@]}"
 echo
-echo "The world keeps running. Stop it with: node bin/gci world down"
+echo "The world keeps running. Stop it (and its VMs) with: node bin/gci world down"

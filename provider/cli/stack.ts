@@ -1,14 +1,16 @@
 import { Command } from "commander";
+import type { EngineEvent } from "@pulumi/pulumi/automation";
+import { previewReport } from "../dynamic";
 import { openStack } from "../engine/stack";
 
-type Op = "preview" | "up" | "refresh" | "destroy" | "output";
+type Op = "preview" | "up" | "refresh" | "destroy" | "output" | "cancel";
 
 /** `gci stack <op>`: drives a Pulumi project folder through the real `pulumi` CLI. */
 export function stackCommand(): Command {
   const cmd = new Command("stack").description(
     "run a Pulumi project (a folder with Pulumi.yaml and index.ts) through the pulumi CLI built by setup",
   );
-  for (const op of ["preview", "up", "refresh", "destroy", "output"] as Op[]) {
+  for (const op of ["preview", "up", "refresh", "destroy", "output", "cancel"] as Op[]) {
     cmd
       .command(op)
       .description(describe(op))
@@ -20,6 +22,7 @@ export function stackCommand(): Command {
         "state folder (file backend and PULUMI_HOME); default $GCI_STATE or <repo>/.gci",
       )
       .option("--json", "print a JSON summary on stdout (engine output goes to stderr)")
+      .option("--clear-pending-creates", "refresh: drop creates an interrupted update left pending")
       .action(async (opts) => runOp(op, opts));
   }
   return cmd;
@@ -37,6 +40,8 @@ function describe(op: Op): string {
       return "delete every resource of the stack";
     case "output":
       return "print the stack's outputs";
+    case "cancel":
+      return "remove the lock an interrupted update left (pulumi cancel)";
   }
 }
 
@@ -46,6 +51,7 @@ interface OpOptions {
   config?: string[];
   state?: string;
   json?: boolean;
+  clearPendingCreates?: boolean;
 }
 
 async function runOp(op: Op, opts: OpOptions): Promise<void> {
@@ -61,8 +67,10 @@ async function runOp(op: Op, opts: OpOptions): Promise<void> {
   let summary: unknown;
   switch (op) {
     case "preview": {
-      const r = await stack.preview({ onOutput, diff: true });
-      summary = { changeSummary: r.changeSummary };
+      // The engine's events carry each resource's planned transfer; --json reports them for CI.
+      const events: EngineEvent[] = [];
+      const r = await stack.preview({ onOutput, diff: true, onEvent: (e) => events.push(e) });
+      summary = { changeSummary: r.changeSummary, ...previewReport(events) };
       break;
     }
     case "up": {
@@ -71,13 +79,18 @@ async function runOp(op: Op, opts: OpOptions): Promise<void> {
       break;
     }
     case "refresh": {
-      const r = await stack.refresh({ onOutput });
+      const r = await stack.refresh({ onOutput, clearPendingCreates: opts.clearPendingCreates });
       summary = { summary: r.summary };
       break;
     }
     case "destroy": {
       const r = await stack.destroy({ onOutput });
       summary = { summary: r.summary };
+      break;
+    }
+    case "cancel": {
+      await stack.cancel();
+      summary = { cancelled: true };
       break;
     }
     case "output": {
