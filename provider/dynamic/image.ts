@@ -9,7 +9,7 @@ import { Failures, isUnknown } from "./inputs";
 import { derivedRequestId, nextGeneration } from "./keys";
 import { holders } from "./plan";
 import { ProgressReporter, mib } from "./progress";
-import { CatalogOutput, catalogOutputProblems, findDatacenter, knownDatacenters } from "./topology";
+import { CatalogOutput, checkTopology } from "./topology";
 
 /** The inputs of an Image as the engine stores them (the SDK packs and hashes it in the program). */
 export interface ImageInputs {
@@ -48,19 +48,9 @@ export function imageReplaceReasons(olds: Partial<ImageInputs>, news: ImageInput
 export const imageHandlers: pulumi.dynamic.ResourceProvider = {
   async check(olds: Partial<ImageInputs>, news: ImageInputs) {
     const f = new Failures();
-    f.list.push(...catalogOutputProblems(news.catalog));
-    const topology = f.list.length === 0 && !isUnknown(news.catalog) ? news.catalog : undefined;
+    checkTopology(f, news.catalog, news.datacenter);
     if (news.sourceProblem) f.add(news.sourceProblem.property, news.sourceProblem.reason);
     else f.field("digest", news.digest, (v) => checkDigest(v));
-    if (topology) {
-      f.field("datacenter", news.datacenter, (v) => {
-        if (!findDatacenter(topology, String(v))) {
-          throw notFound(
-            `datacenter ${JSON.stringify(v)} is not in the catalog (known: ${knownDatacenters(topology)})`,
-          );
-        }
-      });
-    }
     if (typeof news.requestKey !== "string" || news.requestKey === "") {
       f.add("requestKey", "is missing: create Image through the gci SDK (new gci.Image)");
     }

@@ -1,14 +1,14 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { checkDigest } from "../catalog/validate";
 import { Operation, waitForOperation } from "../client";
-import { GciError, notFound } from "../errors";
+import { GciError } from "../errors";
 import { withWorld } from "./connect";
 import { deleteCopy } from "./image";
 import { Failures, isUnknown } from "./inputs";
 import { derivedRequestId, nextGeneration } from "./keys";
 import { ImageHint, PlannedTransfer, announcePlan, holders } from "./plan";
 import { ProgressReporter } from "./progress";
-import { CatalogOutput, catalogOutputProblems, findDatacenter, knownDatacenters } from "./topology";
+import { CatalogOutput, checkTopology } from "./topology";
 import type { TransferOutput } from "./vmgroup";
 
 const MAX_ATTEMPTS = 20;
@@ -44,18 +44,8 @@ function replaceReasons(olds: Partial<ReplicaInputs>, news: ReplicaInputs): stri
 export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
   async check(olds: Partial<ReplicaInputs>, news: ReplicaInputs) {
     const f = new Failures();
-    f.list.push(...catalogOutputProblems(news.catalog));
-    const topology = f.list.length === 0 && !isUnknown(news.catalog) ? news.catalog : undefined;
+    const topology = checkTopology(f, news.catalog, news.datacenter);
     f.field("image", news.image, (v) => checkDigest(v));
-    if (topology) {
-      f.field("datacenter", news.datacenter, (v) => {
-        if (!findDatacenter(topology, String(v))) {
-          throw notFound(
-            `datacenter ${JSON.stringify(v)} is not in the catalog (known: ${knownDatacenters(topology)})`,
-          );
-        }
-      });
-    }
     if (typeof news.requestKey !== "string" || news.requestKey === "") {
       f.add("requestKey", "is missing: create ImageReplica through the gci SDK (new gci.ImageReplica)");
     }

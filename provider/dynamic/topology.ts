@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
-import { invalid } from "../errors";
-import { isUnknown } from "./inputs";
+import { invalid, notFound } from "../errors";
+import { Failures, isUnknown } from "./inputs";
 
 /** The `schema` value of the catalog stack output this version reads and writes. */
 export const CATALOG_OUTPUT_SCHEMA = "gci.catalog/v1";
@@ -140,4 +140,28 @@ export function findDatacenter(topology: CatalogOutput, name: string): Datacente
 /** A sentence listing the known datacenters (for error messages). */
 export function knownDatacenters(topology: CatalogOutput): string {
   return topology.datacenters.map((d) => `${d.name} (${d.region})`).join(", ");
+}
+
+/**
+ * The `check` steps every resource shares: adds the catalog output's problems to `f`, then,
+ * when the topology is known and sound, checks `datacenter` names one of its datacenters.
+ * Returns the topology (undefined when unknown or malformed).
+ */
+export function checkTopology(
+  f: Failures,
+  catalog: unknown,
+  datacenter?: unknown,
+): CatalogOutput | undefined {
+  f.list.push(...catalogOutputProblems(catalog));
+  const topology = f.list.length === 0 && !isUnknown(catalog) ? (catalog as CatalogOutput) : undefined;
+  if (topology && datacenter !== undefined) {
+    f.field("datacenter", datacenter, (v) => {
+      if (!findDatacenter(topology, String(v))) {
+        throw notFound(
+          `datacenter ${JSON.stringify(v)} is not in the catalog (known: ${knownDatacenters(topology)})`,
+        );
+      }
+    });
+  }
+  return topology;
 }

@@ -11,7 +11,7 @@ import { derivedRequestId, nextGeneration } from "./keys";
 import { PartialSuccess } from "./partial";
 import { ImageHint, PlannedTransfer, announcePlan, holders, planGroup, viaDatacenter } from "./plan";
 import { ProgressReporter } from "./progress";
-import { CatalogOutput, catalogOutputProblems, findDatacenter, knownDatacenters } from "./topology";
+import { CatalogOutput, checkTopology, findDatacenter, knownDatacenters } from "./topology";
 
 /** The most VMs one group may ask for (the cluster manager's limit). */
 export const MAX_COUNT = 1000;
@@ -97,8 +97,7 @@ const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === 
 export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
   async check(olds: Partial<VmGroupInputs>, news: VmGroupInputs) {
     const f = new Failures();
-    f.list.push(...catalogOutputProblems(news.catalog));
-    const topology = f.list.length === 0 && !isUnknown(news.catalog) ? news.catalog : undefined;
+    const topology = checkTopology(f, news.catalog);
     f.field("image", news.image, (v) => checkDigest(v));
     f.field("count", news.count, (v) => {
       if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > MAX_COUNT) {
