@@ -7,7 +7,9 @@ import { bytes, ProgressBar, table } from "./output";
 import { clientFor, requireWorld, withCatalog, worldDir } from "./world";
 
 export function imageCommand(): Command {
-  const cmd = new Command("image").description("push, list and remove images in a world");
+  const cmd = new Command("image").description(
+    "build image archives; push, list and remove images in a world",
+  );
   cmd
     .command("push <file>")
     .description("upload a GCI image archive (.tar) to a datacenter's cluster manager")

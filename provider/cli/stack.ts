@@ -11,7 +11,7 @@ export function stackCommand(): Command {
     "run a Pulumi project (a folder with Pulumi.yaml and index.ts) through the pulumi CLI built by setup",
   );
   for (const op of ["preview", "up", "refresh", "destroy", "output", "cancel"] as Op[]) {
-    cmd
+    const sub = cmd
       .command(op)
       .description(describe(op))
       .option("-d, --dir <folder>", "the Pulumi project folder", ".")
@@ -22,8 +22,9 @@ export function stackCommand(): Command {
         "state folder (file backend and PULUMI_HOME); default $GCI_STATE or <repo>/.gci",
       )
       .option("--json", "print a JSON summary on stdout (engine output goes to stderr)")
-      .option("--clear-pending-creates", "refresh: drop creates an interrupted update left pending")
       .action(async (opts) => runOp(op, opts));
+    if (op === "refresh")
+      sub.option("--clear-pending-creates", "drop creates an interrupted update left pending");
   }
   return cmd;
 }
