@@ -65,8 +65,12 @@ build_grpcurl() {
 # so one copy serves every checkout.
 install_launcher() {
   local src="$ROOT/node_modules/@pulumi/pulumi/pulumi-resource-pulumi-nodejs"
-  cmp -s "$src" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs" 2>/dev/null && return
-  install -m 0755 "$src" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs"
+  cmp -s "$src" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs" 2>/dev/null ||
+    install -m 0755 "$src" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs"
+  # The Node.js language host: GCI's own (the Go one's module is not served here), so that
+  # `pulumi up` works in a project folder. It finds this checkout from the project's folder.
+  cmp -s "$ROOT/scripts/pulumi-language-nodejs" "$ENGINE_BIN/pulumi-language-nodejs" 2>/dev/null ||
+    install -m 0755 "$ROOT/scripts/pulumi-language-nodejs" "$ENGINE_BIN/pulumi-language-nodejs"
 }
 
 install_debian_packages

@@ -234,13 +234,30 @@ export class SqliteCatalog implements Catalog {
     }
     try {
       this.db.pragma(`busy_timeout = ${Math.floor(this.busyTimeoutMs)}`);
-      this.db.pragma("journal_mode = WAL");
+      // Switching a new file to WAL takes an exclusive lock and SQLite answers BUSY at once
+      // (without the busy handler) while another process opens the same file: retry it.
+      this.retryBusy(() => this.db.pragma("journal_mode = WAL"));
       // WAL + NORMAL survives process crashes; only an OS crash can lose the last commits.
       this.db.pragma("synchronous = NORMAL");
-      this.migrate();
+      this.retryBusy(() => this.migrate());
     } catch (e) {
       this.db.close();
       throw this.wrap("open the catalog", e);
+    }
+  }
+
+  /** Runs `fn`, retrying while SQLite answers BUSY, for up to the busy timeout. */
+  private retryBusy<T>(fn: () => T): T {
+    const deadline = Date.now() + this.busyTimeoutMs;
+    for (;;) {
+      try {
+        return fn();
+      } catch (e) {
+        const code = (e as { code?: unknown }).code;
+        if (typeof code !== "string" || !code.startsWith("SQLITE_BUSY") || Date.now() > deadline) throw e;
+        // A synchronous pause: the constructor cannot await.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10 + Math.random() * 20);
+      }
     }
   }
 

@@ -65,25 +65,18 @@ function checkPulumi(): DoctorRow {
 }
 
 /**
- * The Node.js language host cannot be built here (its module is not served by the Go module
- * proxy), so programs run as Automation API inline programs, which need only the CLI.
- * A host found on PATH or next to the CLI is reported, but it is not required.
+ * The Node.js language host `pulumi up` launches: GCI's own (the Go host's module is not served
+ * here), a shim next to the CLI that runs dist/provider/engine/language-host.js.
  */
 function checkLanguageHost(): DoctorRow {
-  const candidates = [
-    path.join(engineBinDir(), "pulumi-language-nodejs"),
-    ...pathLookup("pulumi-language-nodejs"),
-  ];
-  const found = candidates.find((p) => fs.existsSync(p));
-  return found
-    ? row("language host", true, `pulumi-language-nodejs at ${found}`, "", false)
-    : {
-        name: "language host",
-        status: "not needed",
-        detail: "programs run as Automation API inline programs (`gci stack`), which need only the CLI",
-        fix: "",
-        required: false,
-      };
+  const bin = path.join(engineBinDir(), "pulumi-language-nodejs");
+  const ok = isExecutable(bin);
+  return row(
+    "language host",
+    ok,
+    ok ? `pulumi-language-nodejs at ${bin} (GCI's Node.js host)` : `not found at ${bin}`,
+    SETUP,
+  );
 }
 
 function checkLauncher(): DoctorRow {

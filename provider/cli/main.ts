@@ -1,4 +1,5 @@
 import { Command, CommanderError } from "commander";
+import { engineEnv } from "../engine/env";
 import { GciError } from "../errors";
 import { runDoctor } from "./doctor";
 import { table } from "./output";
@@ -31,6 +32,21 @@ export function program(): Command {
       if (rows.some((r) => r.required && r.status === "missing")) process.exitCode = 1;
     });
 
+  root
+    .command("env")
+    .description(
+      'print the offline engine environment as shell exports: eval "$(npx gci env)", then run pulumi',
+    )
+    .option(
+      "--state <folder>",
+      "state folder (file backend and PULUMI_HOME); default $GCI_STATE or <repo>/.gci",
+    )
+    .action((opts: { state?: string }) => {
+      for (const [key, value] of Object.entries(engineEnv({ stateDir: opts.state }))) {
+        console.log(`export ${key}=${shellQuote(value)}`);
+      }
+    });
+
   root.addCommand(worldCommand());
   root.addCommand(imageCommand());
   root.addCommand(transfersCommand());
@@ -57,4 +73,9 @@ export function main(argv: string[]): void {
       console.error(`gci: ${message}`);
       process.exitCode = 1;
     });
+}
+
+/** Quotes a value for a POSIX shell. */
+function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
 }

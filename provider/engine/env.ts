@@ -1,6 +1,6 @@
 import * as fs from "fs";
 import * as path from "path";
-import { engineBinDir, stateRoot } from "./paths";
+import { engineBinDir, packageRoot, stateRoot } from "./paths";
 
 /** Settings for running the Pulumi engine offline against a local file backend. */
 export interface EngineEnvArgs {
@@ -34,6 +34,8 @@ export function engineEnv(args: EngineEnvArgs = {}): Record<string, string> {
     PULUMI_SKIP_UPDATE_CHECK: "true",
     PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
     PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: "true",
+    // GCI's Node.js language host, run by the pulumi-language-nodejs shim next to the CLI.
+    GCI_LANGUAGE_HOST: path.join(packageRoot(), "dist", "provider", "engine", "language-host.js"),
     PATH: [engineBinDir(), process.env.PATH ?? ""].join(path.delimiter),
   };
 }

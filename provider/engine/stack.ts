@@ -3,6 +3,7 @@ import * as path from "path";
 import * as auto from "@pulumi/pulumi/automation";
 import { invalid } from "../errors";
 import { engineEnv } from "./env";
+import { loadProgram, programEntry } from "./program";
 import { ENGINE_VERSION, engineBinDir } from "./paths";
 
 /** Which Pulumi project and stack to drive. */
@@ -51,31 +52,4 @@ function readProjectName(projectDir: string): string {
   const match = /^name:\s*["']?([A-Za-z0-9_.-]+)["']?\s*$/m.exec(fs.readFileSync(file, "utf8"));
   if (!match) throw invalid(`"${file}" has no "name:" line: add one, e.g. "name: my-app"`);
   return match[1];
-}
-
-function programEntry(projectDir: string): string {
-  for (const name of ["index.ts", "index.js"]) {
-    const file = path.join(projectDir, name);
-    if (fs.existsSync(file)) return file;
-  }
-  throw invalid(`no index.ts or index.js in "${projectDir}": a GCI program's entry point is index.ts`);
-}
-
-/**
- * Runs the program's module body inside the engine's context; its exports become the stack
- * outputs, as with `pulumi up` in a project folder. A fresh require each time, so preview
- * and up in one process both run the program.
- */
-async function loadProgram(entry: string): Promise<Record<string, unknown>> {
-  if (entry.endsWith(".ts")) require("tsx/cjs/api").register();
-  for (const key of Object.keys(require.cache)) {
-    if (
-      key.startsWith(path.dirname(entry) + path.sep) &&
-      !key.includes(`${path.sep}node_modules${path.sep}`)
-    ) {
-      delete require.cache[key];
-    }
-  }
-  const exported = require(entry);
-  return typeof exported?.default === "function" ? await exported.default() : { ...exported };
 }

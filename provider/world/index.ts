@@ -146,6 +146,8 @@ export async function startWorld(
   fs.mkdirSync(dir, { recursive: true });
   const catalog = spec.catalog ?? `sqlite:${path.join(dir, "catalog.db")}`;
   const state: WorldState = { dir, catalog, spec, datacenters: [] };
+  // Open the catalog once first, so its file and schema exist before the daemons race to open it.
+  await (await openCatalog(catalog)).close();
   try {
     const all = Object.entries(spec.regions).flatMap(([region, dcs]) =>
       dcs.map((name) => ({ name, region })),

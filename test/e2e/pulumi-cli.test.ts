@@ -1,0 +1,56 @@
+import { execFile } from "child_process";
+import * as path from "path";
+import { promisify } from "util";
+import { SqliteCatalog } from "../../provider/catalog";
+import { engineEnv } from "../../provider/engine/env";
+import { REPO, TempProject, engineVersion, tempProject } from "../support/engine";
+
+const execFileP = promisify(execFile);
+
+/**
+ * `pulumi` itself in a project folder, as a user runs it after `eval "$(gci env)"`: the CLI
+ * launches GCI's Node.js language host (scripts/pulumi-language-nodejs, next to the CLI).
+ */
+describe("the pulumi CLI run directly in a project folder", () => {
+  let project: TempProject;
+  let env: NodeJS.ProcessEnv;
+
+  beforeAll(async () => {
+    const engine = await engineVersion();
+    console.log(`pulumi CLI: ${engine.path} (${engine.version})`);
+    project = tempProject(
+      "direct",
+      `import * as gci from ${JSON.stringify(path.join(REPO, "sdk"))};
+const dc = new gci.Datacenter("lab-1", {
+  catalog: "sqlite:" + __dirname + "/catalog.db",
+  region: "lab",
+  endpoint: "127.0.0.1:7001",
+  requireHealthy: false,
+});
+export const name = dc.name;
+`,
+    );
+    env = { ...process.env, ...engineEnv({ stateDir: project.stateDir }) };
+    await pulumi(["stack", "init", "dev"]);
+  });
+
+  afterAll(() => project?.remove());
+
+  const pulumi = (args: string[]) =>
+    execFileP("pulumi", [...args, "--non-interactive"], { cwd: project.dir, env, maxBuffer: 16 << 20 });
+
+  it("previews, ups, previews no changes, refreshes with no drift and destroys", async () => {
+    const preview = await pulumi(["preview"]);
+    expect(preview.stdout).toContain("+ 2 to create");
+    const up = await pulumi(["up", "--yes"]);
+    expect(up.stdout).toMatch(/name: "lab-1"/);
+    const catalog = new SqliteCatalog({ path: path.join(project.dir, "catalog.db") });
+    expect((await catalog.getDatacenter("lab-1"))?.region).toBe("lab");
+    await pulumi(["preview", "--expect-no-changes"]);
+    await pulumi(["refresh", "--yes", "--expect-no-changes"]);
+    const down = await pulumi(["destroy", "--yes"]);
+    expect(down.stdout).toContain("2 deleted");
+    expect(await catalog.getDatacenter("lab-1")).toBeUndefined();
+    await catalog.close();
+  });
+});
