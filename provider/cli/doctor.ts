@@ -6,7 +6,7 @@ import { ENGINE_VERSION, engineBinDir, stateRoot } from "../engine/paths";
 /** One requirement and whether this machine meets it. */
 export interface DoctorRow {
   readonly name: string;
-  readonly status: "ok" | "missing" | "not needed";
+  readonly status: "ok" | "missing";
   /** What was found (version, path) or what is wrong. */
   readonly detail: string;
   /** The exact command or step that fixes a missing requirement; empty when ok. */
