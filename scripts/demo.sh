@@ -8,6 +8,8 @@ cd "$ROOT"
 GCI="node $ROOT/bin/gci"
 export GCI_WORLD="${GCI_WORLD:-$ROOT/.gci/world}"
 DEMO="$ROOT/.gci/demo"
+# The demo's stacks keep their Pulumi state beside its world, so each run starts afresh.
+export GCI_STATE="$DEMO/state"
 declare -a TIMES=()
 t0=$(date +%s.%N)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -21,13 +23,17 @@ lap "set-up and build"
 
 step "a world: regions us (2 datacenters), eu, ap - one cluster-manager process each"
 $GCI world down >/dev/null
-rm -rf "$GCI_WORLD"  # a fresh world each run: its catalog, stores and logs
+rm -rf "$GCI_WORLD" "$DEMO" # a fresh world each run (catalog, stores, logs) and fresh demo stacks
 $GCI world up
 lap "world up"
 
 step "an image: the recipe examples/images/guest (Debian kernel, busybox initramfs, HTTP on port 80)"
-rm -rf "$DEMO" && mkdir -p "$DEMO"
-bash examples/images/guest/build.sh -o "$DEMO/guest.tar"
+# The guest itself is 9 MiB; 300 MiB of random data make it the size of a real image, so the
+# transfer lasts long enough to watch.
+mkdir -p "$DEMO"
+bash examples/images/guest/build.sh --stage "$DEMO/guest"
+head -c 300M /dev/urandom >"$DEMO/guest/data.bin"
+$GCI image build "$DEMO/guest" -o "$DEMO/guest.tar" --manifest examples/images/guest/manifest.json
 lap "image build"
 
 step "push it to us-1 (region us)"
@@ -59,3 +65,4 @@ step "summary"
 printf '%s\n' "${TIMES[@]}"
 echo
 echo "The world keeps running. Stop it (and its VMs) with: node bin/gci world down"
+echo "(The demo stacks' Pulumi state is in $GCI_STATE; the next demo run starts over.)"

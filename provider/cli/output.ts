@@ -26,6 +26,7 @@ export function bytes(n: number): string {
  */
 export class ProgressBar {
   private lastPrint = 0;
+  private printedFull = false;
   constructor(
     private readonly label: string,
     private readonly stream: NodeJS.WriteStream = process.stderr,
@@ -41,7 +42,8 @@ export class ProgressBar {
       this.stream.write(
         `\r${this.label} [${bar}] ${(frac * 100).toFixed(0).padStart(3)}% ${bytes(done)}/${bytes(total)} ${suffix}\x1b[K`,
       );
-    } else if (now - this.lastPrint >= 2000 || done >= total) {
+    } else if (now - this.lastPrint >= 2000 || (done >= total && !this.printedFull)) {
+      this.printedFull = done >= total;
       this.stream.write(
         `${this.label} ${(frac * 100).toFixed(0)}% ${bytes(done)}/${bytes(total)} ${suffix}\n`,
       );

@@ -179,7 +179,7 @@ export class ClusterClient {
 }
 
 /**
- * Polls an operation until it is done, reporting each state to `onProgress` (about once a
+ * Polls an operation until it is done, reporting each state to `onProgress` (four times a
  * second), and fails after `timeoutMs`. Throws the operation's error as a GciError.
  */
 export async function waitForOperation(
@@ -199,7 +199,8 @@ export async function waitForOperation(
         message: "",
       });
     }
-    current = await client.waitOperation(op.id, Math.min(1000, left));
+    // A short wait, so progress (bytes, instances ready) is reported several times a second.
+    current = await client.waitOperation(op.id, Math.min(250, left));
   }
   opts.onProgress?.(current);
   if (current.error)
