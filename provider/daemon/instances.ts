@@ -250,7 +250,9 @@ export class InstanceManager {
             () => this.put({ ...vm, state: "failed", addresses: {} }),
           )
           .catch(() => undefined);
-      } else if (!alive && vm.state !== "provisioning") {
+      } else if (!alive) {
+        // Nothing runs in this new process yet, so an instance without a live process (even one
+        // still "provisioning" when the old process died) has failed; a repeated start restarts it.
         await this.put({ ...vm, state: "failed", addresses: {} });
       }
       log.info("instance.recovered", { requestId: vm.requestId, id: vm.id, alive, state: vm.state });
