@@ -148,16 +148,17 @@ export async function startWorld(
   const state: WorldState = { dir, catalog, spec, datacenters: [] };
   // Open the catalog once first, so its file and schema exist before the daemons race to open it.
   await (await openCatalog(catalog)).close();
-  try {
-    const all = Object.entries(spec.regions).flatMap(([region, dcs]) =>
-      dcs.map((name) => ({ name, region })),
-    );
-    const started = await Promise.all(all.map((dc) => startDatacenter(state, dc.name, dc.region, extraArgs)));
-    state.datacenters.push(...started);
-  } catch (e) {
-    for (const dc of state.datacenters) killQuietly(dc.pid);
-    throw e;
+  const all = Object.entries(spec.regions).flatMap(([region, dcs]) => dcs.map((name) => ({ name, region })));
+  const started = await Promise.allSettled(
+    all.map((dc) => startDatacenter(state, dc.name, dc.region, extraArgs)),
+  );
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) {
+    // One datacenter did not start: stop the ones that did, so a failed `up` leaves nothing running.
+    for (const r of started) if (r.status === "fulfilled") killQuietly(r.value.pid);
+    throw failed.reason;
   }
+  state.datacenters.push(...started.map((r) => (r as PromiseFulfilledResult<DatacenterProcess>).value));
   writeWorld(state);
   return state;
 }
@@ -176,7 +177,11 @@ export async function startDatacenter(
   const dataDir = path.join(base, "data");
   const logFile = path.join(base, "log.jsonl");
   const readyFile = path.join(base, "ready.json");
-  fs.mkdirSync(dataDir, { recursive: true });
+  try {
+    fs.mkdirSync(dataDir, { recursive: true });
+  } catch (e) {
+    throw precondition(`datacenter ${name} cannot have its data folder ${dataDir}: ${(e as Error).message}`);
+  }
   fs.rmSync(readyFile, { force: true });
   const log = fs.openSync(logFile, "a");
   const args = [
