@@ -77,6 +77,12 @@ export function checkCount(what: string, value: unknown): number {
   return value;
 }
 
+/** Whether a value is a cluster manager's host:port, with a port from 1 to 65535. */
+export function isEndpoint(value: unknown): value is string {
+  const m = typeof value === "string" ? ENDPOINT.exec(value) : null;
+  return m !== null && Number(m[2]) >= 1 && Number(m[2]) <= 65535;
+}
+
 /** A strictly positive safe integer. */
 export function checkPositive(what: string, value: unknown): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
@@ -95,15 +101,11 @@ function checkOneOf<T extends string>(what: string, value: unknown, allowed: rea
 export function checkDatacenter(dc: DatacenterRecord): DatacenterRecord {
   checkName("datacenter name", dc.name);
   checkName(`region of datacenter "${dc.name}"`, dc.region);
-  if (typeof dc.endpoint !== "string" || !ENDPOINT.test(dc.endpoint)) {
+  if (!isEndpoint(dc.endpoint)) {
     throw invalid(
       `endpoint ${show(dc.endpoint)} of datacenter "${dc.name}" is not valid: expected host:port ` +
-        `of its cluster manager, for example "127.0.0.1:50051".`,
+        `of its cluster manager (port 1-65535), for example "127.0.0.1:50051".`,
     );
-  }
-  const port = Number(ENDPOINT.exec(dc.endpoint)![2]);
-  if (port < 1 || port > 65535) {
-    throw invalid(`endpoint "${dc.endpoint}" of datacenter "${dc.name}" has port ${port}: use 1-65535.`);
   }
   if (typeof dc.capacity !== "object" || dc.capacity === null) {
     throw invalid(`capacity of datacenter "${dc.name}" is missing: give { vcpus, memoryMiB }.`);

@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { openCatalog } from "../catalog";
-import { checkName } from "../catalog/validate";
+import { checkName, checkPositive, isEndpoint } from "../catalog/validate";
 import { ClusterClient } from "../client";
 import { GciError, invalid } from "../errors";
 import { Failures } from "./inputs";
@@ -44,22 +44,10 @@ async function checkHealthy(inputs: DatacenterInputs): Promise<void> {
   }
 }
 
-const ENDPOINT = /^[A-Za-z0-9._-]+:[0-9]{1,5}$/;
-
 function checkEndpoint(v: unknown): string {
-  if (typeof v !== "string" || !ENDPOINT.test(v) || Number(v.split(":")[1]) > 65535) {
+  if (!isEndpoint(v))
     throw invalid(`endpoint ${JSON.stringify(v)} is not host:port: write it like "127.0.0.1:7001"`);
-  }
   return v;
-}
-
-function checkPositive(what: string): (v: unknown) => number {
-  return (v) => {
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
-      throw invalid(`${what} ${JSON.stringify(v)} must be a whole number above 0`);
-    }
-    return v;
-  };
 }
 
 function checkCatalogUrl(v: unknown): string {
@@ -80,8 +68,8 @@ export const datacenterHandlers: pulumi.dynamic.ResourceProvider = {
     f.field("region", news.region, (v) => checkName("region", v));
     f.field("name", news.name, (v) => checkName("datacenter name", v));
     f.field("endpoint", news.endpoint, checkEndpoint);
-    f.field("vcpus", news.vcpus, checkPositive("vcpus"));
-    f.field("memoryMiB", news.memoryMiB, checkPositive("memoryMiB"));
+    f.field("vcpus", news.vcpus, (v) => checkPositive("vcpus", v));
+    f.field("memoryMiB", news.memoryMiB, (v) => checkPositive("memoryMiB", v));
     return { inputs: news, failures: f.list };
   },
 

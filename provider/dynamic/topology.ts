@@ -1,5 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { invalid, notFound } from "../errors";
+import { isEndpoint } from "../catalog/validate";
 import { Failures, isUnknown } from "./inputs";
 
 /** The `schema` value of the catalog stack output this version reads and writes. */
@@ -27,7 +28,6 @@ export interface DatacenterEntry {
 }
 
 const NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
-const ENDPOINT = /^[A-Za-z0-9._-]+:[0-9]{1,5}$/;
 const LOCATION = /^(sqlite:\/.+|etcd:\/\/.+)$/;
 const HINT = "export it from the platform stack with gci.Catalog.fromWorld(...) (see examples/platform)";
 
@@ -105,11 +105,7 @@ export function catalogOutputProblems(value: unknown, where = "catalog"): pulumi
           }
         }
         if (!isUnknown(dc.endpoint)) {
-          if (
-            typeof dc.endpoint !== "string" ||
-            !ENDPOINT.test(dc.endpoint) ||
-            Number(dc.endpoint.split(":").pop()) > 65535
-          ) {
+          if (!isEndpoint(dc.endpoint)) {
             add(`${p}.endpoint`, `is ${show(dc.endpoint)}, expected host:port like "127.0.0.1:7001"`);
           }
         }
