@@ -1,9 +1,6 @@
-import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import { CATALOG_OUTPUT_SCHEMA, CatalogOutput, checkCatalogOutput } from "../provider/dynamic/topology";
-import { stateRoot } from "../provider/engine/paths";
-import { precondition } from "../provider/errors";
-import { readWorld } from "../provider/world";
+import { requireWorld, worldDir as resolveWorldDir } from "../provider/world";
 import type { Datacenter } from "./datacenter";
 
 export type { CatalogOutput, DatacenterEntry } from "../provider/dynamic/topology";
@@ -96,9 +93,8 @@ export interface LocalWorld {
  * @param worldDir the world folder; default $GCI_WORLD, else <state folder>/world
  */
 export function localWorld(worldDir?: string): LocalWorld {
-  const dir = path.resolve(worldDir ?? process.env.GCI_WORLD ?? path.join(stateRoot(), "world"));
-  const world = readWorld(dir);
-  if (!world) throw precondition(`no world runs in "${dir}": start one with \`gci world up --world ${dir}\``);
+  const dir = resolveWorldDir(worldDir);
+  const world = requireWorld(dir);
   return {
     dir,
     catalog: world.catalog,

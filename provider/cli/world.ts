@@ -1,32 +1,20 @@
-import * as path from "path";
 import { Command } from "commander";
 import { openCatalog, Catalog } from "../catalog";
 import { ClusterClient } from "../client";
-import { notFound, precondition } from "../errors";
-import { stateRoot } from "../engine/paths";
+import { notFound } from "../errors";
 import {
   DEFAULT_SPEC,
   readSpec,
-  readWorld,
   specFromFlags,
   startWorld,
   stopWorld,
   WorldState,
+  worldDir,
   worldStatus,
 } from "../world";
 import { table } from "./output";
 
-/** The world folder: --world, $GCI_WORLD, or <state>/world. */
-export function worldDir(opt?: string): string {
-  return path.resolve(opt ?? process.env.GCI_WORLD ?? path.join(stateRoot(), "world"));
-}
-
-/** The running world in that folder, or a clear error saying how to start one. */
-export function requireWorld(dir: string): WorldState {
-  const state = readWorld(dir);
-  if (!state) throw precondition(`no world runs in "${dir}": start one with \`gci world up\``);
-  return state;
-}
+export { requireWorld, worldDir } from "../world";
 
 /** A client of the named datacenter's cluster manager, from the world's record. */
 export function clientFor(state: WorldState, datacenter: string): ClusterClient {
@@ -59,8 +47,9 @@ export function worldCommand(): Command {
     .option("--world <dir>", "world folder (default $GCI_WORLD or .gci/world)")
     .option("--config <file>", 'world config JSON: {"regions": {"us": ["us-1", "us-2"]}, "vcpus": 16}')
     .option(
-      "--region <name[:count]...>",
-      "a region and its number of datacenters, repeatable (e.g. --region us:2)",
+      "--region <name[:count]>",
+      "a region and its number of datacenters, repeatable (e.g. --region us:2 --region eu)",
+      (value: string, previous: string[] = []) => [...previous, value],
     )
     .option("--max-transfer-rate <bytes>", "cap each cluster manager's outgoing transfers, bytes/s")
     .option("--json", "print the world as JSON")

@@ -4,7 +4,7 @@ import * as path from "path";
 import { openCatalog } from "../catalog";
 import { checkName } from "../catalog/validate";
 import { ClusterClient } from "../client";
-import { packageRoot } from "../engine/paths";
+import { packageRoot, stateRoot } from "../engine/paths";
 import { invalid, precondition } from "../errors";
 
 /** The shape of a world: regions and their datacenters. */
@@ -106,6 +106,18 @@ function daemonMain(): string {
 
 function stateFile(dir: string): string {
   return path.join(dir, "world.json");
+}
+
+/** A world folder: `dir` if given, else $GCI_WORLD, else <state>/world. */
+export function worldDir(dir?: string): string {
+  return path.resolve(dir ?? process.env.GCI_WORLD ?? path.join(stateRoot(), "world"));
+}
+
+/** The running world in that folder, or a clear error saying how to start one. */
+export function requireWorld(dir: string): WorldState {
+  const state = readWorld(dir);
+  if (!state) throw precondition(`no world runs in "${dir}": start one with \`gci world up --world ${dir}\``);
+  return state;
 }
 
 /** Reads <dir>/world.json, or undefined when no world was started there. */

@@ -3,6 +3,7 @@ import * as os from "os";
 import * as path from "path";
 import { readWorld, startWorld, stopWorld } from "../../../provider/world";
 import { processesMentioning } from "../../support/procs";
+import { runGci } from "../../support/engine";
 import { until } from "../../support/world";
 
 /** `gci world up` is all or nothing: a datacenter that cannot start takes the others down with it. */
@@ -37,5 +38,22 @@ describe("starting a world", () => {
     const first = await startWorld(dir, { regions: { us: ["us-1"] } });
     const again = await startWorld(dir, { regions: { us: ["us-1"] } });
     expect(again.datacenters.map((d) => d.pid)).toEqual(first.datacenters.map((d) => d.pid));
+  });
+
+  it("takes its regions from repeated --region flags", async () => {
+    const run = await runGci(["world", "up", "--world", dir, "--region", "us:2", "--region", "eu", "--json"]);
+    expect(run.code).toBe(0);
+    expect(readWorld(dir)?.datacenters.map((d) => `${d.region}/${d.name}`)).toEqual([
+      "us/us-1",
+      "us/us-2",
+      "eu/eu-1",
+    ]);
+  });
+
+  it("refuses a malformed --region flag, naming it, and starts nothing", async () => {
+    const run = await runGci(["world", "up", "--world", dir, "--region", "us:0"]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain('--region "us:0" is not <name>[:<datacenters>]');
+    expect(readWorld(dir)).toBeUndefined();
   });
 });
