@@ -60,22 +60,21 @@ build_grpcurl() {
   GOBIN="$GRPCURL_BIN" GOFLAGS=-mod=mod go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@v$GRPCURL_VERSION"
 }
 
-# The dynamic-provider launcher ships in @pulumi/pulumi; the engine finds it without a warning
-# when it sits next to the CLI. It resolves @pulumi/pulumi from the program's folder at run time,
-# so one copy serves every checkout.
-install_launcher() {
-  local src="$ROOT/node_modules/@pulumi/pulumi/pulumi-resource-pulumi-nodejs"
-  cmp -s "$src" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs" 2>/dev/null ||
-    install -m 0755 "$src" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs"
-  # The Node.js language host: GCI's own (the Go one's module is not served here), so that
-  # `pulumi up` works in a project folder. It finds this checkout from the project's folder.
-  cmp -s "$ROOT/scripts/pulumi-language-nodejs" "$ENGINE_BIN/pulumi-language-nodejs" 2>/dev/null ||
-    install -m 0755 "$ROOT/scripts/pulumi-language-nodejs" "$ENGINE_BIN/pulumi-language-nodejs"
+# The two Node.js plugins the CLI launches, both GCI's shim (scripts/engine-shim) under their
+# plugin names, next to the CLI: pulumi-language-nodejs runs programs (the Go host's module is not
+# served here); pulumi-resource-pulumi-nodejs serves dynamic resources, import included. The shim
+# finds this checkout's build from $GCI_ENGINE_HOSTS or the project's folder, so one copy serves all.
+install_plugins() {
+  local name
+  for name in pulumi-language-nodejs pulumi-resource-pulumi-nodejs; do
+    cmp -s "$ROOT/scripts/engine-shim" "$ENGINE_BIN/$name" 2>/dev/null ||
+      install -m 0755 "$ROOT/scripts/engine-shim" "$ENGINE_BIN/$name"
+  done
 }
 
 install_debian_packages
 install_npm_dependencies
 build_engine
-install_launcher
+install_plugins
 build_grpcurl
 step "ready: pulumi $("$ENGINE_BIN/pulumi" version) in $ENGINE_BIN"

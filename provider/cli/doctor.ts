@@ -1,7 +1,7 @@
 import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { ENGINE_VERSION, engineBinDir, stateRoot } from "../engine/paths";
+import { ENGINE_VERSION, engineBinDir, packageRoot, stateRoot } from "../engine/paths";
 
 /** One requirement and whether this machine meets it. */
 export interface DoctorRow {
@@ -22,8 +22,8 @@ export function runDoctor(): DoctorRow[] {
   return [
     checkNode(),
     checkPulumi(),
-    checkLanguageHost(),
-    checkLauncher(),
+    checkPlugin("language host", "pulumi-language-nodejs", "runs Node.js programs"),
+    checkPlugin("dynamic host", "pulumi-resource-pulumi-nodejs", "serves dynamic resources, import included"),
     checkBinary("QEMU", "qemu-system-x86_64", ["--version"], "apt-get install -y qemu-system-x86"),
     checkGuestKernel(),
     checkBinary("busybox", "busybox", ["--help"], "apt-get install -y busybox-static"),
@@ -65,24 +65,21 @@ function checkPulumi(): DoctorRow {
 }
 
 /**
- * The Node.js language host `pulumi up` launches: GCI's own (the Go host's module is not served
- * here), a shim next to the CLI that runs dist/provider/engine/language-host.js.
+ * The two Node.js plugins the CLI launches: GCI's shim (scripts/engine-shim) under the plugin's
+ * name next to the CLI, running this package's language host or dynamic-provider host. A copy
+ * that differs from this package's shim is stale (left by another version): set-up replaces it.
  */
-function checkLanguageHost(): DoctorRow {
-  const bin = path.join(engineBinDir(), "pulumi-language-nodejs");
-  const ok = isExecutable(bin);
-  return row(
-    "language host",
-    ok,
-    ok ? `pulumi-language-nodejs at ${bin} (GCI's Node.js host)` : `not found at ${bin}`,
-    SETUP,
-  );
-}
-
-function checkLauncher(): DoctorRow {
-  const bin = path.join(engineBinDir(), "pulumi-resource-pulumi-nodejs");
-  const ok = isExecutable(bin);
-  return row("launcher", ok, ok ? `pulumi-resource-pulumi-nodejs at ${bin}` : `not found at ${bin}`, SETUP);
+function checkPlugin(name: string, plugin: string, what: string): DoctorRow {
+  const bin = path.join(engineBinDir(), plugin);
+  const shim = fs.readFileSync(path.join(packageRoot(), "scripts", "engine-shim"));
+  const found = isExecutable(bin);
+  const current = found && fs.readFileSync(bin).equals(shim);
+  const detail = !found
+    ? `not found at ${bin}`
+    : current
+      ? `${plugin} at ${bin} (${what})`
+      : `${bin} is not this version's shim`;
+  return row(name, current, detail, SETUP);
 }
 
 function checkBinary(name: string, file: string, args: string[], fix: string): DoctorRow {

@@ -4,6 +4,7 @@ import { checkName, checkPositive, isEndpoint } from "../catalog/validate";
 import { ClusterClient } from "../client";
 import { GciError, invalid } from "../errors";
 import { Failures } from "./inputs";
+import { notImportable } from "./import";
 
 /** The inputs of a Datacenter as the engine stores them. */
 export interface DatacenterInputs {
@@ -104,6 +105,9 @@ export const datacenterHandlers: pulumi.dynamic.ResourceProvider = {
   },
 
   async read(id, props: DatacenterInputs) {
+    if (props.catalog === undefined) {
+      throw notImportable("Datacenter", "declare it in the program; registering is idempotent");
+    }
     const catalog = await openCatalog(props.catalog);
     try {
       const dc = await catalog.getDatacenter(id);

@@ -10,6 +10,7 @@ import { derivedRequestId, nextGeneration } from "./keys";
 import { holders } from "./plan";
 import { ProgressReporter, mib } from "./progress";
 import { CatalogOutput, checkTopology } from "./topology";
+import { notImportable } from "./import";
 
 /** The inputs of an Image as the engine stores them (the SDK packs and hashes it in the program). */
 export interface ImageInputs {
@@ -89,6 +90,12 @@ export const imageHandlers: pulumi.dynamic.ResourceProvider = {
   },
 
   async read(id, props: ImageOutputs) {
+    if (props.catalog === undefined) {
+      throw notImportable(
+        "Image",
+        "declare it in the program with the same file; an image already stored is not uploaded again",
+      );
+    }
     return withWorld(props.catalog, async (world) => {
       const present = await holders(world, id);
       // Gone from its home datacenter: the engine forgets it, and the next `up` uploads it again.

@@ -10,6 +10,7 @@ import { ImageHint, PlannedTransfer, announcePlan, holders } from "./plan";
 import { ProgressReporter } from "./progress";
 import { CatalogOutput, checkTopology } from "./topology";
 import type { TransferOutput } from "./vmgroup";
+import { notImportable } from "./import";
 
 const MAX_ATTEMPTS = 20;
 
@@ -141,6 +142,12 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
   },
 
   async read(id, props: ReplicaOutputs) {
+    if (props.catalog === undefined) {
+      throw notImportable(
+        "ImageReplica",
+        "declare it in the program; a copy already present is not transferred again",
+      );
+    }
     return withWorld(props.catalog, async (world) => {
       const present = await holders(world, props.image);
       return present.includes(props.datacenter) ? { id, props } : { id: "", props: {} };

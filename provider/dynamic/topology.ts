@@ -133,6 +133,25 @@ export function findDatacenter(topology: CatalogOutput, name: string): Datacente
   return topology.datacenters.find((d) => d.name === name);
 }
 
+/**
+ * True when two catalog outputs describe the same world: the same location, regions and
+ * datacenters (name, region, endpoint), whatever their order.
+ */
+export function sameCatalog(a: CatalogOutput | undefined, b: CatalogOutput | undefined): boolean {
+  const canonical = (t: CatalogOutput | undefined) =>
+    t === undefined || t === null || typeof t !== "object"
+      ? JSON.stringify(t ?? null)
+      : JSON.stringify([
+          t.schema,
+          t.catalog,
+          [...(t.regions ?? [])].sort(),
+          [...(t.datacenters ?? [])]
+            .map((d) => [d.name, d.region, d.endpoint])
+            .sort((x, y) => String(x[0]).localeCompare(String(y[0]))),
+        ]);
+  return canonical(a) === canonical(b);
+}
+
 /** A sentence listing the known datacenters (for error messages). */
 export function knownDatacenters(topology: CatalogOutput): string {
   return topology.datacenters.map((d) => `${d.name} (${d.region})`).join(", ");

@@ -3,15 +3,16 @@ import type * as pulumi from "@pulumi/pulumi";
 import type { VmGroupRecord } from "../catalog";
 import { checkDigest, checkName } from "../catalog/validate";
 import { ClusterClient, Operation, Vm, waitForOperation } from "../client";
-import { GciError, invalid, notFound } from "../errors";
+import { GciError, invalid, notFound, precondition } from "../errors";
 import { MACHINE_SIZES, machineSize } from "../vm/sizes";
 import { WorldConnection, withWorld } from "./connect";
+import { importTarget, liveTopology } from "./import";
 import { Failures, isUnknown } from "./inputs";
 import { derivedRequestId, nextGeneration } from "./keys";
 import { PartialSuccess } from "./partial";
 import { ImageHint, PlannedTransfer, announcePlan, holders, planGroup, viaDatacenter } from "./plan";
 import { ProgressReporter } from "./progress";
-import { CatalogOutput, checkTopology, findDatacenter, knownDatacenters } from "./topology";
+import { CatalogOutput, checkTopology, findDatacenter, knownDatacenters, sameCatalog } from "./topology";
 
 /** The most VMs one group may ask for (the cluster manager's limit). */
 export const MAX_COUNT = 1000;
@@ -74,25 +75,51 @@ export interface VmGroupOutputs extends Omit<VmGroupInputs, "datacenter" | "regi
 
 const label = (key: string): string => key.split("/").pop() || key;
 
-/** Why a change of inputs needs new VMs: the properties that force a replacement. */
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+
+/** Where a group was asked to run: a region, a datacenter, or (checked) both. */
+type Target = { readonly region?: string; readonly datacenter?: string };
+
+const targetOf = (t: Target): Target => ({
+  ...(t.region !== undefined ? { region: t.region } : {}),
+  ...(t.datacenter !== undefined ? { datacenter: t.datacenter } : {}),
+});
+
+/**
+ * True when VMs placed for the old target meet the new one: the same target, or an old one
+ * pinned to a datacenter the new one accepts (datacenter "eu-1" -> region "eu"). An imported
+ * group is read as pinned to its datacenter, so a program naming its region matches it.
+ */
+function targetHolds(old: Target, news: Target, regionOf: (datacenter: string) => string | undefined) {
+  if (same(targetOf(old), targetOf(news))) return true;
+  if (old.datacenter === undefined) return false;
+  return (
+    (news.datacenter === undefined || news.datacenter === old.datacenter) &&
+    (news.region === undefined || news.region === regionOf(old.datacenter))
+  );
+}
+
+/**
+ * Why a change of inputs needs new VMs: the properties that force a replacement. `regionOf`
+ * names the region of a datacenter the old target pinned.
+ */
 export function replaceReasons(
-  olds: Partial<VmGroupOutputs> & { region?: string; datacenter?: string },
+  olds: Partial<VmGroupOutputs> & Target,
   news: VmGroupInputs,
   oldsAreOutputs: boolean,
+  regionOf: (datacenter: string) => string | undefined,
 ): string[] {
   const out: string[] = [];
   if (olds.image !== undefined && olds.image !== news.image) out.push("image");
   if (olds.machineSize !== undefined && olds.machineSize !== news.machineSize) out.push("machineSize");
-  const oldTarget = oldsAreOutputs
-    ? (olds.target ?? {})
-    : { region: olds.region, datacenter: olds.datacenter };
-  if ((oldTarget.region ?? null) !== (news.region ?? null)) out.push("region");
-  if ((oldTarget.datacenter ?? null) !== (news.datacenter ?? null)) out.push("datacenter");
+  const oldTarget = oldsAreOutputs ? (olds.target ?? {}) : olds;
+  if (!targetHolds(oldTarget, news, regionOf)) {
+    if ((oldTarget.region ?? null) !== (news.region ?? null)) out.push("region");
+    if ((oldTarget.datacenter ?? null) !== (news.datacenter ?? null)) out.push("datacenter");
+  }
   if (olds.catalog && news.catalog && olds.catalog.catalog !== news.catalog.catalog) out.push("catalog");
   return out;
 }
-
-const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
 
 export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
   async check(olds: Partial<VmGroupInputs>, news: VmGroupInputs) {
@@ -166,8 +193,11 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
     ) {
       return { inputs, failures: f.list };
     }
-    const creating = !olds || olds.requestKey === undefined;
-    const replaces = creating ? [] : replaceReasons(olds, news, false);
+    // Olds without an image: nothing exists yet (olds of an import are the group as read).
+    const creating = olds?.image === undefined;
+    const replaces = creating
+      ? []
+      : replaceReasons(olds, news, false, (dc) => findDatacenter(topology, dc)?.region);
     try {
       await withWorld(topology, async (world) => {
         const image = await (await world.catalog()).getImage(news.image);
@@ -211,11 +241,13 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
   },
 
   async diff(_id, olds: VmGroupOutputs, news: VmGroupInputs) {
-    const replaces = replaceReasons(olds, news, true);
+    // The old target pinned a datacenter: the group runs there, in olds.region.
+    const replaces = replaceReasons(olds, news, true, () => olds.region);
     const updates = [
       ...(olds.count !== news.count ? ["count"] : []),
       ...(!same(olds.ports, news.ports) ? ["ports"] : []),
-      ...(!same(olds.catalog, news.catalog) ? ["catalog"] : []),
+      ...(!sameCatalog(olds.catalog, news.catalog) ? ["catalog"] : []),
+      ...(!same(olds.target, targetOf(news)) ? ["target"] : []),
       ...(olds.timeoutSeconds !== news.timeoutSeconds ? ["timeoutSeconds"] : []),
       ...(olds.complete === false ? ["count"] : []),
     ];
@@ -340,6 +372,8 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
   },
 
   async read(id, props: VmGroupOutputs & { region?: string; datacenter?: string }) {
+    // No state: the engine imports a group started elsewhere (`pulumi import`).
+    if (props.catalog === undefined) return readImported(id);
     return withWorld(props.catalog, async (world) => {
       const catalog = await world.catalog();
       const group = await catalog.getVmGroup(id);
@@ -429,6 +463,40 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
     });
   },
 };
+
+/**
+ * The read behind `pulumi import` and the `import` resource option: the group `importId`
+ * names (its start request id, optionally "@<catalog location>", see ./import) as it runs,
+ * pinned to its datacenter. Its inputs pass check, so the engine records them as they are.
+ */
+async function readImported(importId: string) {
+  const { id, location } = importTarget(importId);
+  const topology = await liveTopology(location);
+  return withWorld(topology, async (world) => {
+    const group = await (await world.catalog()).getVmGroup(id);
+    if (!group) {
+      throw notFound(
+        `no VM group "${id}" is in the catalog ${location}: import one of the request ids \`gci vm ls\` lists`,
+      );
+    }
+    const vms = await liveVms(await world.client(group.datacenter), id);
+    if (vms.length === 0) {
+      throw precondition(`VM group "${id}" has no VM running in ${group.datacenter}: nothing to import`);
+    }
+    const inputs: VmGroupInputs = {
+      catalog: topology,
+      image: group.digest,
+      datacenter: group.datacenter,
+      count: vms.length,
+      machineSize: sizeName(group),
+      timeoutSeconds: DEFAULT_TIMEOUT_S,
+      // Its idempotency key is its own request id; a replacement takes the program's key.
+      requestKey: id,
+      generation: 0,
+    };
+    return { id, props: outputs(inputs, id, group.datacenter, world, vms, undefined, 0, true), inputs };
+  });
+}
 
 /** How a group started outside Pulumi differs from what the program declares. */
 function adoptionProblems(group: VmGroupRecord, inputs: VmGroupInputs, world: WorldConnection): string[] {
@@ -537,16 +605,13 @@ function outputs(
       .filter((a) => inputs.ports === undefined || inputs.ports.includes(a.guest_port))
       .sort((a, b) => a.guest_port - b.guest_port);
   const t = op?.start_vms?.transfer;
-  const { region, datacenter: wanted, ...rest } = inputs;
   return {
-    ...rest,
+    // region and datacenter are overwritten below: where the VMs run.
+    ...inputs,
     requestId,
-    target: {
-      ...(region !== undefined ? { region } : {}),
-      ...(wanted !== undefined ? { datacenter: wanted } : {}),
-    },
+    target: targetOf(inputs),
     datacenter,
-    region: findDatacenter(world.topology, datacenter)?.region ?? region ?? "",
+    region: findDatacenter(world.topology, datacenter)?.region ?? inputs.region ?? "",
     vmIds: vms.map((v) => v.id),
     addresses: vms.flatMap((v) => selected(v).map((a) => a.address)),
     urls: vms.flatMap((v) =>

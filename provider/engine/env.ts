@@ -34,8 +34,8 @@ export function engineEnv(args: EngineEnvArgs = {}): Record<string, string> {
     PULUMI_SKIP_UPDATE_CHECK: "true",
     PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
     PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: "true",
-    // GCI's Node.js language host, run by the pulumi-language-nodejs shim next to the CLI.
-    GCI_LANGUAGE_HOST: path.join(packageRoot(), "dist", "provider", "engine", "language-host.js"),
+    // GCI's language and dynamic-provider hosts, run by the plugin shims next to the CLI.
+    GCI_ENGINE_HOSTS: path.join(packageRoot(), "dist", "provider", "engine"),
     PATH: [engineBinDir(), process.env.PATH ?? ""].join(path.delimiter),
   };
 }

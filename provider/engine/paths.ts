@@ -28,14 +28,6 @@ export function engineBinDir(): string {
   return path.join(cacheRoot(), `engine-v${ENGINE_VERSION}`, "bin");
 }
 
-/** The dynamic-provider launcher shipped inside the @pulumi/pulumi npm package. */
-export function launcherPath(): string {
-  return path.join(
-    path.dirname(require.resolve("@pulumi/pulumi/package.json")),
-    "pulumi-resource-pulumi-nodejs",
-  );
-}
-
 /** The project-local state folder: $GCI_STATE or <package root>/.gci. */
 export function stateRoot(): string {
   return process.env.GCI_STATE || path.join(packageRoot(), ".gci");

@@ -1,7 +1,8 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { runGci } from "../support/engine";
+import { ENGINE_VERSION, engineBinDir } from "../../provider/engine/paths";
+import { REPO, runGci } from "../support/engine";
 
 interface Row {
   name: string;
@@ -19,7 +20,7 @@ describe("gci doctor", () => {
       "node",
       "pulumi",
       "language host",
-      "launcher",
+      "dynamic host",
       "QEMU",
       "guest kernel",
       "busybox",
@@ -47,6 +48,34 @@ describe("gci doctor", () => {
       expect(run.code).toBe(1);
     } finally {
       fs.rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  it("finds a plugin shim left by another version stale, and names set-up as the fix", async () => {
+    // An engine folder like set-up's, but with an old language-host shim beside the CLI.
+    const cache = fs.mkdtempSync(path.join(os.tmpdir(), "gci-doctor-cache-"));
+    try {
+      const bin = path.join(cache, `engine-v${ENGINE_VERSION}`, "bin");
+      fs.mkdirSync(bin, { recursive: true });
+      fs.symlinkSync(path.join(engineBinDir(), "pulumi"), path.join(bin, "pulumi"));
+      fs.copyFileSync(
+        path.join(REPO, "scripts", "engine-shim"),
+        path.join(bin, "pulumi-resource-pulumi-nodejs"),
+      );
+      fs.writeFileSync(path.join(bin, "pulumi-language-nodejs"), '#!/bin/sh\nexec old-host "$@"\n', {
+        mode: 0o755,
+      });
+      const run = await runGci(["doctor", "--json"], 30_000, { ...process.env, GCI_CACHE: cache });
+      const rows = JSON.parse(run.stdout) as Row[];
+      expect(rows.find((r) => r.name === "dynamic host")?.status).toBe("ok");
+      expect(rows.find((r) => r.name === "language host")).toMatchObject({
+        status: "missing",
+        detail: `${path.join(bin, "pulumi-language-nodejs")} is not this version's shim`,
+        fix: "npm run setup",
+      });
+      expect(run.code).toBe(1);
+    } finally {
+      fs.rmSync(cache, { recursive: true, force: true });
     }
   });
 

@@ -1,6 +1,9 @@
+import { execFile } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
+import { promisify } from "util";
 import { waitForOperation } from "../../provider/client";
+import { engineEnv } from "../../provider/engine/env";
 import { REPO, TempProject, tempProject } from "../support/engine";
 import { processImage } from "../support/guest";
 import { processesMentioning } from "../support/procs";
@@ -14,6 +17,8 @@ import {
   tempDir,
   worldSnapshot,
 } from "./support";
+
+const execFileP = promisify(execFile);
 
 /**
  * The two examples through the real pulumi CLI, on a world of real cluster managers: the
@@ -183,67 +188,173 @@ describe("examples/platform and examples/app through the real pulumi CLI", () =>
     expect(live).toHaveLength(3);
   });
 
-  describe("import of a VM group started outside Pulumi", () => {
-    let project: TempProject;
-    const adopted = `adopted-${process.pid}`;
+  describe("import of VM groups started outside Pulumi", () => {
+    const TYPE = "pulumi-nodejs:dynamic/gci:VirtualMachineGroup";
+    let project: TempProject | undefined;
     let imageDigest = "";
 
-    const program = (
-      how: "adopt" | "import-option",
-    ) => `import * as gci from ${JSON.stringify(path.join(REPO, "sdk"))};
-const catalog = gci.Catalog.fromWorld(${JSON.stringify(world.dir)});
-const group = new gci.VirtualMachineGroup(
-  "adopted",
-  { catalog, image: ${JSON.stringify(imageDigest)}, region: "eu", count: 1, machineSize: "nano"${
-    how === "adopt" ? `, adopt: ${JSON.stringify(adopted)}` : ""
-  } },
-  ${how === "import-option" ? `{ import: ${JSON.stringify(adopted)} }` : "{}"},
-);
-export const requestId = group.requestId;
-export const vmIds = group.vmIds;
-`;
-
-    beforeAll(async () => {
-      const us = world.client("us-1");
-      imageDigest = (await world.client("eu-1").listVms(requestIds[0]))[0].image_digest;
-      const op = await us.startVms({
-        request_id: adopted,
+    /** A group started with the cluster manager's API, as another tool would: region eu, nano. */
+    async function startOutside(requestId: string): Promise<string[]> {
+      const op = await world.client("us-1").startVms({
+        request_id: requestId,
         image_digest: imageDigest,
         region: "eu",
         count: 1,
         machine_size: "nano",
       });
       await waitForOperation(world.client(op.datacenter), op, { timeoutMs: 60_000 });
+      return liveIds(requestId);
+    }
+    const liveIds = async (requestId: string) =>
+      (await world.client("eu-1").listVms(requestId)).filter((v) => v.state === "running").map((v) => v.id);
+
+    /** A program written from the README: the catalog of a running world, the group declared. */
+    const program = (args: { target: string; count: number; extra?: string; opts?: string }) =>
+      `import * as gci from ${JSON.stringify(path.join(REPO, "sdk"))};
+const catalog = gci.Catalog.fromWorld(${JSON.stringify(world.dir)});
+const group = new gci.VirtualMachineGroup(
+  "legacy",
+  { catalog, image: ${JSON.stringify(imageDigest)}, ${args.target}, count: ${args.count}, machineSize: "nano"${args.extra ?? ""} },
+  ${args.opts ?? "{}"},
+);
+export const requestId = group.requestId;
+export const vmIds = group.vmIds;
+`;
+
+    beforeAll(async () => {
+      imageDigest = (await world.client("eu-1").listVms(requestIds[0]))[0].image_digest;
     });
 
-    afterAll(() => project?.remove());
-
-    it("is not possible with Pulumi's import option: the engine reads without the dynamic provider", async () => {
-      project = tempProject("import", program("import-option"));
-      const run = await project.gci(["stack", "up", "--json"]);
-      expect(run.code).not.toBe(0);
-      // @pulumi/pulumi's dynamic-provider host finds no serialized provider in an import's Read.
-      expect(run.stderr).toContain("code must be a string, not undefined");
-      expect(await world.client("eu-1").listVms(adopted)).toHaveLength(1);
-      project.remove();
+    afterEach(() => {
+      project?.remove();
+      project = undefined;
     });
 
-    it("adopts it with the adopt argument, then previews no changes and destroys it", async () => {
-      // A program written from the README: the catalog of a running world, an existing group.
-      project = tempProject("adopt", program("adopt"));
+    it("`pulumi import` records a running group; the program declaring it previews no changes, scales it in place, destroys it", async () => {
+      const id = `cli-${process.pid}`;
+      const [first] = await startOutside(id);
+      project = tempProject("import-cli", program({ target: 'datacenter: "eu-1"', count: 1 }));
+      // The real CLI in the project folder; the id names no catalog, so the local world's is used.
+      const env = { ...process.env, ...engineEnv({ stateDir: project.stateDir }), GCI_WORLD: world.dir };
+      const pulumi = (...args: string[]) =>
+        execFileP("pulumi", [...args, "--non-interactive"], { cwd: project!.dir, env, maxBuffer: 16 << 20 });
+      await pulumi("stack", "init", "dev");
+      // No code generation: the dynamic provider has no schema to generate from (README).
+      const imported = await pulumi("import", TYPE, "legacy", id, "--yes", "--generate-code=false");
+      expect(imported.stdout).toContain("1 imported");
+      const state = JSON.parse((await pulumi("stack", "export")).stdout) as {
+        deployment: {
+          resources: { type: string; id: string; protect?: boolean; outputs: { vmIds: string[] } }[];
+        };
+      };
+      const group = state.deployment.resources.find((r) => r.type === TYPE)!;
+      expect(group).toMatchObject({ id, protect: true, outputs: { vmIds: [first] } });
+
+      // The program declaring the group as it runs: nothing to change.
+      await pulumi("preview", "--expect-no-changes");
+      // Twice the VMs: the imported group grows in place, its VM kept.
+      fs.writeFileSync(
+        path.join(project.dir, "index.ts"),
+        program({ target: 'datacenter: "eu-1"', count: 2 }),
+      );
+      const up = await pulumi("up", "--yes");
+      expect(up.stdout).toContain("1 updated");
+      const ids = await liveIds(id);
+      expect(ids).toHaveLength(2);
+      expect(ids).toContain(first);
+      await pulumi("refresh", "--yes", "--expect-no-changes");
+
+      // `pulumi import` protects what it imports: unprotect, then destroy stops the VMs.
+      await pulumi("state", "unprotect", `urn:pulumi:dev::import-cli::${TYPE}::legacy`, "--yes");
+      const down = await pulumi("destroy", "--yes");
+      expect(down.stdout).toContain("2 deleted");
+      expect(await liveIds(id)).toEqual([]);
+    });
+
+    it("the import resource option takes a group over by id@catalog; a program naming its region records that, touching no VM", async () => {
+      const id = `option-${process.pid}`;
+      const [first] = await startOutside(id);
+      const location = world.state.catalog;
+      project = tempProject(
+        "import-option",
+        program({
+          target: 'region: "eu"',
+          count: 1,
+          opts: `{ import: ${JSON.stringify(`${id}@${location}`)} }`,
+        }),
+      );
       const up = summaryOf<{
         summary: { resourceChanges: Record<string, number> };
         outputs: { requestId: string; vmIds: string[] };
       }>(await project.gci(["stack", "up", "--json"]));
-      expect(up.summary.resourceChanges).toMatchObject({ create: 2 });
-      expect(up.outputs.requestId).toBe(adopted);
-      expect(up.outputs.vmIds).toEqual((await world.client("eu-1").listVms(adopted)).map((v) => v.id));
+      // Imported as it runs (pinned to eu-1), then updated to the program's target: region eu.
+      expect(up.summary.resourceChanges).toMatchObject({ import: 1, update: 1, create: 1 });
+      expect(up.outputs).toEqual({ requestId: id, vmIds: [first] });
+      expect(await liveIds(id)).toEqual([first]);
       const preview = summaryOf<{ changeSummary: Record<string, number> }>(
         await project.gci(["stack", "preview", "--json"]),
       );
       expect(Object.keys(preview.changeSummary)).toEqual(["same"]);
       summaryOf(await project.gci(["stack", "destroy", "--json"]));
-      expect(await world.client("eu-1").listVms(adopted)).toEqual([]);
+      expect(await liveIds(id)).toEqual([]);
+    });
+
+    it("refuses an id that names no group, and a kind that cannot be imported, recording nothing", async () => {
+      project = tempProject("import-bad", program({ target: 'region: "eu"', count: 1 }));
+      // No catalog in the environment, and no world where the default world would be.
+      const env = {
+        ...process.env,
+        ...engineEnv({ stateDir: project.stateDir }),
+        GCI_WORLD: path.join(project.dir, "no-world"),
+        GCI_CATALOG: "",
+      };
+      const pulumi = (...args: string[]) =>
+        execFileP("pulumi", [...args, "--non-interactive"], { cwd: project!.dir, env, maxBuffer: 16 << 20 });
+      await pulumi("stack", "init", "dev");
+      const fail = (...args: string[]) =>
+        pulumi(...args).then(
+          () => {
+            throw new Error(`pulumi ${args.join(" ")} succeeded`);
+          },
+          (e: { stdout: string; stderr: string }) => e.stdout + e.stderr,
+        );
+      const location = world.state.catalog;
+      expect(
+        await fail("import", TYPE, "legacy", `nosuch@${location}`, "--yes", "--generate-code=false"),
+      ).toContain(`no VM group "nosuch" is in the catalog ${location}`);
+      // No world named, none in the default place: the error says how to name one.
+      expect(await fail("import", TYPE, "legacy", "nosuch", "--yes", "--generate-code=false")).toContain(
+        "names no catalog, $GCI_CATALOG is unset and no world runs in",
+      );
+      const image = "pulumi-nodejs:dynamic/gci:Image";
+      expect(
+        await fail("import", image, "web", `${imageDigest}@${location}`, "--yes", "--generate-code=false"),
+      ).toContain("gci:Image cannot be imported (only VirtualMachineGroup can)");
+      const state = JSON.parse((await pulumi("stack", "export")).stdout) as {
+        deployment: { resources?: { type: string }[] };
+      };
+      expect((state.deployment.resources ?? []).filter((r) => r.type.includes("gci:"))).toEqual([]);
+    });
+
+    it("adopts a group with the adopt argument, then previews no changes and destroys it", async () => {
+      const id = `adopt-${process.pid}`;
+      const [first] = await startOutside(id);
+      project = tempProject(
+        "adopt",
+        program({ target: 'region: "eu"', count: 1, extra: `, adopt: ${JSON.stringify(id)}` }),
+      );
+      const up = summaryOf<{
+        summary: { resourceChanges: Record<string, number> };
+        outputs: { requestId: string; vmIds: string[] };
+      }>(await project.gci(["stack", "up", "--json"]));
+      expect(up.summary.resourceChanges).toMatchObject({ create: 2 });
+      expect(up.outputs).toEqual({ requestId: id, vmIds: [first] });
+      const preview = summaryOf<{ changeSummary: Record<string, number> }>(
+        await project.gci(["stack", "preview", "--json"]),
+      );
+      expect(Object.keys(preview.changeSummary)).toEqual(["same"]);
+      summaryOf(await project.gci(["stack", "destroy", "--json"]));
+      expect(await liveIds(id)).toEqual([]);
     });
   });
 

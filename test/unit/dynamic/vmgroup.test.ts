@@ -65,6 +65,36 @@ describe("VirtualMachineGroup diff", () => {
     ]);
   });
 
+  it("keeps the VMs when the new target accepts the datacenter the old one pinned", async () => {
+    // How an imported group (read as pinned to its datacenter) meets a program naming its region.
+    const pinned = { ...outputs, target: { datacenter: "eu-1" } };
+    const news = { ...inputs, region: "eu", datacenter: undefined };
+    expect(await vmGroupHandlers.diff!("vmg-1", pinned, news)).toEqual({
+      changes: true,
+      replaces: [],
+      deleteBeforeReplace: false,
+    });
+    const elsewhere = { ...inputs, region: "us", datacenter: undefined };
+    expect((await vmGroupHandlers.diff!("vmg-1", pinned, elsewhere)).replaces).toEqual([
+      "region",
+      "datacenter",
+    ]);
+  });
+
+  it("sees the same catalog output in another order as no change", async () => {
+    const reordered = { ...catalog, regions: ["eu", "us"], datacenters: [...catalog.datacenters].reverse() };
+    expect(await diff({ catalog: reordered })).toMatchObject({ changes: false });
+    const moved = {
+      ...catalog,
+      datacenters: [catalog.datacenters[0], { ...catalog.datacenters[1], endpoint: "127.0.0.1:7009" }],
+    };
+    expect(await diff({ catalog: moved })).toEqual({
+      changes: true,
+      replaces: [],
+      deleteBeforeReplace: false,
+    });
+  });
+
   it("updates (a refresh saw fewer VMs) when the live count is below the program's", async () => {
     const drifted = { ...outputs, count: 1 };
     expect(await vmGroupHandlers.diff!("vmg-1", drifted, inputs)).toMatchObject({
