@@ -19,6 +19,7 @@ import {
 } from "./support";
 
 const execFileP = promisify(execFile);
+const TYPE = "pulumi-nodejs:dynamic/gci:VirtualMachineGroup";
 
 /**
  * The two examples through the real pulumi CLI, on a world of real cluster managers: the
@@ -188,8 +189,48 @@ describe("examples/platform and examples/app through the real pulumi CLI", () =>
     expect(live).toHaveLength(3);
   });
 
+  it("imports a group the stack forgot back with `pulumi import`; the next up records its region, touching no VM", async () => {
+    const urn = `urn:pulumi:${app.stack}::gci-app::${TYPE}::web-ap`;
+    // The real CLI in the example's folder; the import id names no catalog: the local world's.
+    const env = { ...process.env, ...engineEnv({ stateDir: app.stateDir }), GCI_WORLD: world.dir };
+    const pulumi = (...args: string[]) =>
+      execFileP("pulumi", [...args, "--stack", app.stack, "--non-interactive"], {
+        cwd: app.dir,
+        env,
+        maxBuffer: 16 << 20,
+      });
+    const ap = world.client("ap-1");
+    const ids = async () =>
+      (await ap.listVms(requestIds[1])).filter((v) => v.state === "running").map((v) => v.id);
+    const before = await ids();
+    expect(before).toHaveLength(1);
+
+    await pulumi("state", "delete", urn, "--yes");
+    expect(await ids()).toEqual(before); // forgotten, still running
+    const imported = await pulumi(
+      "import",
+      TYPE,
+      "web-ap",
+      requestIds[1],
+      "--yes",
+      "--generate-code=false",
+      "--protect=false",
+    );
+    expect(imported.stdout).toContain("1 imported");
+
+    // Read pinned to ap-1; the program says region "ap": an update that records it.
+    const preview = summaryOf<{ changeSummary: Record<string, number> }>(await app.run("preview", appConfig));
+    expect(preview.changeSummary).toEqual({ same: 3, update: 1 });
+    const { summary, outputs } = summaryOf<UpSummary>(await app.run("up", appConfig));
+    expect(summary.resourceChanges).toEqual({ same: 3, update: 1 });
+    expect(outputs.requestIds).toEqual(requestIds);
+    expect(outputs.vms[1]).toMatchObject({ region: "ap", datacenter: "ap-1", ids: before });
+    expect(await ids()).toEqual(before);
+    const again = summaryOf<{ changeSummary: Record<string, number> }>(await app.run("preview", appConfig));
+    expect(again.changeSummary).toEqual({ same: 4 });
+  });
+
   describe("import of VM groups started outside Pulumi", () => {
-    const TYPE = "pulumi-nodejs:dynamic/gci:VirtualMachineGroup";
     let project: TempProject | undefined;
     let imageDigest = "";
 

@@ -9,7 +9,7 @@ const execFileP = promisify(execFile);
 
 /**
  * `pulumi` itself in a project folder, as a user runs it after `eval "$(gci env)"`: the CLI
- * launches GCI's Node.js language host (scripts/pulumi-language-nodejs, next to the CLI).
+ * launches GCI's Node.js language host (scripts/engine-shim, next to the CLI).
  */
 describe("the pulumi CLI run directly in a project folder", () => {
   let project: TempProject;
