@@ -37,7 +37,9 @@ $GCI image build "$DEMO/guest" -o "$DEMO/guest.tar" --manifest examples/images/g
 lap "image build"
 
 step "push it to us-1 (region us)"
-DIGEST=$($GCI image push "$DEMO/guest.tar" --dc us-1 | tee /dev/stderr | tail -1 | cut -d' ' -f1)
+# (Not `tee /dev/stderr`: when the demo's output goes to a file, that reopens and truncates it.)
+$GCI image push "$DEMO/guest.tar" --dc us-1 | tee "$DEMO/push.txt"
+DIGEST=$(tail -1 "$DEMO/push.txt" | cut -d' ' -f1)
 lap "push to us-1"
 
 step "ask us-1 for 2 VMs in region eu: us-1 forwards, eu-1 finds the image in the catalog, pulls it, boots them"

@@ -380,8 +380,9 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
       // An empty id tells the engine the group is gone.
       if (!group) return { id: "", props: {} };
       const vms = await liveVms(await world.client(group.datacenter), id);
-      const imported = props.requestId === undefined;
-      const base: VmGroupInputs = imported
+      // Inputs without state: a read of a group the program names by id (the `id` option).
+      const fromInputs = props.requestId === undefined;
+      const base: VmGroupInputs = fromInputs
         ? { ...(props as unknown as VmGroupInputs) }
         : { ...props, region: props.target?.region, datacenter: props.target?.datacenter };
       const live: VmGroupInputs = {
@@ -403,10 +404,10 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
         props.updates ?? 0,
         props.complete ?? true,
       );
-      const target = imported ? outs.target : (props.target ?? {});
+      const target = fromInputs ? outs.target : (props.target ?? {});
       const read = { ...outs, region: dc?.region ?? outs.region, transfer: props.transfer ?? null, target };
-      // On import, the engine diffs the program's inputs against these: give it the live ones.
-      return imported ? { id, props: read, inputs: live } : { id, props: read };
+      // The engine diffs the program's inputs against these: give it the live ones.
+      return fromInputs ? { id, props: read, inputs: live } : { id, props: read };
     });
   },
 

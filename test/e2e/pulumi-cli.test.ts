@@ -4,6 +4,9 @@ import { promisify } from "util";
 import { SqliteCatalog } from "../../provider/catalog";
 import { engineEnv } from "../../provider/engine/env";
 import { REPO, TempProject, engineVersion, tempProject } from "../support/engine";
+import { processImage } from "../support/guest";
+import { TestWorld, testWorld } from "../support/world";
+import { worldSnapshot } from "./support";
 
 const execFileP = promisify(execFile);
 
@@ -52,5 +55,56 @@ export const name = dc.name;
     expect(down.stdout).toContain("2 deleted");
     expect(await catalog.getDatacenter("lab-1")).toBeUndefined();
     await catalog.close();
+  });
+});
+
+/** `pulumi preview --json`, as a CI pipeline runs it: the planned transfer is in the JSON. */
+describe("pulumi preview --json in a pipeline", () => {
+  let world: TestWorld;
+  let project: TempProject;
+
+  beforeAll(async () => {
+    let image: { file: string; sizeBytes: number };
+    [world, image] = await Promise.all([
+      testWorld({ regions: { us: ["us-1"], eu: ["eu-1"] } }),
+      processImage(),
+    ]);
+    project = tempProject(
+      "pipeline",
+      `import * as gci from ${JSON.stringify(path.join(REPO, "sdk"))};
+const catalog = gci.Catalog.fromWorld(${JSON.stringify(world.dir)});
+const image = new gci.Image("web", { catalog, datacenter: "us-1", file: ${JSON.stringify(image.file)} });
+new gci.VirtualMachineGroup("web-eu", { catalog, image, region: "eu", count: 1, machineSize: "nano" });
+`,
+    );
+    expect(image.sizeBytes).toBeGreaterThan(0);
+  }, 120_000);
+
+  afterAll(async () => {
+    project?.remove();
+    await world?.stop();
+  });
+
+  it("lists each group's planned transfer (source, destination, bytes) and moves nothing", async () => {
+    const env = { ...process.env, ...engineEnv({ stateDir: project.stateDir }) };
+    const pulumi = (args: string[]) =>
+      execFileP("pulumi", [...args, "--non-interactive"], { cwd: project.dir, env, maxBuffer: 16 << 20 });
+    await pulumi(["stack", "init", "ci"]);
+    const before = await worldSnapshot(world);
+    const { stdout } = await pulumi(["preview", "--json"]);
+    const preview = JSON.parse(stdout) as {
+      steps: { op: string; urn: string; newState?: { inputs?: Record<string, unknown> } }[];
+    };
+    const group = preview.steps.find((s) => s.urn.endsWith("::web-eu"));
+    const image = preview.steps.find((s) => s.urn.endsWith("::web"));
+    expect(group?.op).toBe("create");
+    expect(group?.newState?.inputs?.plannedTransfer).toEqual({
+      digest: image?.newState?.inputs?.digest,
+      source: "us-1",
+      destination: "eu-1",
+      bytes: image?.newState?.inputs?.sizeBytes,
+    });
+    expect(await worldSnapshot(world)).toEqual(before);
+    expect(before.images).toEqual([]);
   });
 });
