@@ -7,7 +7,7 @@ import type { TransmitImageResponse } from "../../schema/gen/gci/v1/TransmitImag
 import type { Catalog, PlacementRecord } from "../catalog";
 import { ClusterClient } from "../client";
 import { dataLoss, GciError, notFound, unavailable } from "../errors";
-import type { ImageStore } from "../image";
+import { type ImageInfo, type ImageStore, readImage } from "../image";
 import { toStatus } from "../rpc/status";
 import type { Logger } from "./log";
 
@@ -28,6 +28,8 @@ const WAIT_FOR_OTHER_MS = 30 * 60_000;
 /** How long a pull keeps retrying (its sources may be restarting), with backoff up to 2 s. */
 const RETRY_FOR_MS = 60_000;
 const WRITES_IN_FLIGHT = 4;
+/** Received chunks the archive validator has not read yet, at most (4 MiB each). */
+const WAITING_FOR_VALIDATION = 8;
 
 /**
  * The sending side of the peer API: streams an image's layout, then every chunk the receiver
@@ -244,6 +246,7 @@ export class ImagePuller {
     const dc = await catalog.getDatacenter(source);
     if (!dc) throw notFound(`datacenter ${source} is not in the catalog any more`);
     const held = [...(await store.listChunks())];
+    const heldSet = new Set(held);
     log.info("transfer.requested", {
       requestId,
       digest,
@@ -284,6 +287,10 @@ export class ImagePuller {
         updatedAt: now,
       });
     };
+    let inOrder: InOrder | undefined;
+    /** The index of the next chunk the source must send. */
+    let due = 0;
+    let validated: Promise<ImageInfo> | undefined;
     try {
       const stream = client.transmitImage({
         digest,
@@ -291,55 +298,82 @@ export class ImagePuller {
         receiver: datacenter,
         request_id: requestId,
       });
-      for await (const msg of stream as AsyncIterable<{
-        layout?: { chunks: ChunkRef__Output[]; name: string; size_bytes: number };
-        chunk?: { index: number; sha256: string; data: Buffer };
-      }>) {
-        if (msg.layout) {
-          layout = msg.layout.chunks;
-          name = msg.layout.name;
-          bytesTotal = msg.layout.size_bytes;
-          const heldSet = new Set(held);
-          for (const c of layout) {
-            if (heldSet.has(c.sha256)) {
-              bytesDone += c.size;
-              chunksDone++;
+      try {
+        for await (const msg of stream as AsyncIterable<{
+          layout?: { chunks: ChunkRef__Output[]; name: string; size_bytes: number };
+          chunk?: { index: number; sha256: string; data: Buffer };
+        }>) {
+          if (msg.layout) {
+            layout = msg.layout.chunks;
+            name = msg.layout.name;
+            bytesTotal = msg.layout.size_bytes;
+            for (const c of layout) {
+              if (heldSet.has(c.sha256)) {
+                bytesDone += c.size;
+                chunksDone++;
+              }
             }
-          }
-          await report(true);
-        } else if (msg.chunk) {
-          const expected = layout?.[msg.chunk.index];
-          if (!expected || expected.sha256 !== msg.chunk.sha256) {
-            throw dataLoss(
-              `chunk #${msg.chunk.index} from ${source} is not in the image's layout: the source is corrupt`,
+            // The archive is validated (format rules, whole digest) as its chunks arrive.
+            const feed = new InOrder(layout, heldSet, store, source);
+            inOrder = feed;
+            validated = readImage(feed, { expectedDigest: digest });
+            validated.catch((e) => {
+              feed.fail(e);
+              stream.cancel();
+            });
+            await report(true);
+          } else if (msg.chunk) {
+            const expected = layout?.[msg.chunk.index];
+            if (!expected || expected.sha256 !== msg.chunk.sha256) {
+              throw dataLoss(
+                `chunk #${msg.chunk.index} from ${source} is not in the image's layout: the source is corrupt`,
+              );
+            }
+            // Chunks come in layout order, skipping only held ones (the validator reads in order).
+            while (due < layout!.length && heldSet.has(layout![due].sha256)) due++;
+            if (msg.chunk.index !== due) {
+              throw dataLoss(
+                `chunk #${msg.chunk.index} from ${source} came where #${due} was due: the source is corrupt`,
+              );
+            }
+            due++;
+            // Up to WRITES_IN_FLIGHT chunks are verified and fsynced while the next ones arrive.
+            const { sha256, data } = msg.chunk;
+            inOrder?.put(msg.chunk.index, data);
+            const write = store.putChunk(sha256, data).then(() => {
+              bytesDone += data.length;
+              wire += data.length;
+              windowBytes += data.length;
+              chunksDone++;
+            });
+            writes.add(write);
+            write.then(
+              () => writes.delete(write),
+              () => undefined,
             );
+            if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
+            await inOrder?.room(WAITING_FOR_VALIDATION);
+            await report();
           }
-          // Up to WRITES_IN_FLIGHT chunks are verified and fsynced while the next ones arrive.
-          const { sha256, data } = msg.chunk;
-          const write = store.putChunk(sha256, data).then(() => {
-            bytesDone += data.length;
-            wire += data.length;
-            windowBytes += data.length;
-            chunksDone++;
-          });
-          writes.add(write);
-          write.then(
-            () => writes.delete(write),
-            () => undefined,
-          );
-          if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
-          await report();
         }
-      }
-      await Promise.all(writes);
-      if (!layout) throw dataLoss(`${source} sent no layout for ${digest}`);
-      for (const c of layout) {
-        if (!(await store.hasChunk(c.sha256)))
-          throw dataLoss(`the stream from ${source} ended before chunk ${c.sha256} arrived`);
+        await Promise.all(writes);
+        if (!layout) throw dataLoss(`${source} sent no layout for ${digest}`);
+        for (const c of layout) {
+          if (!(await store.hasChunk(c.sha256)))
+            throw dataLoss(`the stream from ${source} ended before chunk ${c.sha256} arrived`);
+        }
+      } catch (e) {
+        inOrder?.fail(e);
+        // A stream cancelled because the archive failed validation: that failure is the reason.
+        const rejection = await validated?.then(
+          () => undefined,
+          (v: unknown) => v,
+        );
+        throw (e as { code?: number }).code === grpc.status.CANCELLED && rejection ? rejection : e;
       }
       log.info("transfer.streamed", { requestId, digest, source, bytes: wire, chunks: layout.length });
       await report(true);
-      const entry = await store.commitImage(digest, layout, { name });
+      const entry = await store.commitImage(digest, layout, { name, verified: await validated! });
       log.info("transfer.verified", {
         requestId,
         digest,
@@ -386,6 +420,69 @@ export class ImagePuller {
       this.ensure(p.digest, `resume-${p.digest.slice(7, 19)}`).catch((e) =>
         log.warn("transfer.resume_failed", { digest: p.digest, error: String(e) }),
       );
+    }
+  }
+}
+
+/**
+ * The image's bytes in order, for the archive validator to read while the transfer runs: a
+ * chunk the receiver already held is read from the store (verified again on the way), a
+ * streamed one is handed over as it arrives. The validator computes the whole digest and
+ * checks the archive's rules in the same pass, so nothing is read twice.
+ */
+class InOrder implements AsyncIterable<Buffer> {
+  private readonly arrived = new Map<number, Buffer>();
+  private wake?: () => void;
+  private consumedWake?: () => void;
+  private failure?: unknown;
+
+  constructor(
+    private readonly layout: readonly ChunkRef__Output[],
+    private readonly held: ReadonlySet<string>,
+    private readonly store: ImageStore,
+    private readonly source: string,
+  ) {}
+
+  /** A streamed chunk, verified or about to be (putChunk rejects a damaged one). */
+  put(index: number, data: Buffer): void {
+    this.arrived.set(index, data);
+    this.wake?.();
+  }
+
+  /** Ends the iteration with `e` (the stream failed), and any wait for room. */
+  fail(e: unknown): void {
+    this.failure ??= e;
+    this.wake?.();
+    this.consumedWake?.();
+  }
+
+  /** Resolves once fewer than `max` chunks wait for the validator. */
+  async room(max: number): Promise<void> {
+    while (this.arrived.size >= max && this.failure === undefined) {
+      await new Promise<void>((resolve) => (this.consumedWake = resolve));
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    for (const [index, ref] of this.layout.entries()) {
+      let data: Buffer;
+      if (this.held.has(ref.sha256)) {
+        data = await this.store.readChunk(ref.sha256);
+      } else {
+        while (!this.arrived.has(index)) {
+          if (this.failure !== undefined) throw this.failure;
+          await new Promise<void>((resolve) => (this.wake = resolve));
+        }
+        data = this.arrived.get(index)!;
+        this.arrived.delete(index);
+        this.consumedWake?.();
+      }
+      if (data.length !== ref.size) {
+        throw dataLoss(
+          `chunk #${index} from ${this.source} is ${data.length} bytes, its layout says ${ref.size}: the source is corrupt`,
+        );
+      }
+      yield data;
     }
   }
 }

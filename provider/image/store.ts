@@ -16,9 +16,9 @@ import { randomUUID } from "crypto";
 import { mkdir, open, readFile, readdir, rename, stat, unlink, utimes } from "fs/promises";
 import { dirname, join } from "path";
 import { Readable } from "stream";
-import { dataLoss, invalid, notFound, precondition } from "../errors";
+import { GciError, dataLoss, invalid, notFound, precondition } from "../errors";
 import { SHA256_HEX_PATTERN, checkChunkSha, checkDigest, sha256Hex, show } from "./digest";
-import { type ArchiveSource, readImage } from "./format";
+import { type ArchiveSource, type ImageInfo, readImage } from "./format";
 import { type Manifest, assertManifest } from "./manifest";
 
 /** Size of the chunks an archive is cut into (the last one may be shorter). */
@@ -63,6 +63,12 @@ export interface IngestOptions {
 export interface CommitImageOptions {
   /** Image name the manifest must carry; empty means no check. @default no check */
   readonly name?: string;
+  /**
+   * What readImage established while the chunks arrived (a transfer validates the archive as
+   * it streams in, see provider/daemon/transfer.ts): taken instead of reading every chunk
+   * again. Its digest must be the one committed. @default the chunks are read and validated
+   */
+  readonly verified?: ImageInfo;
 }
 
 /** Options of ImageStore.gc. */
@@ -297,7 +303,13 @@ export class ImageStore {
           );
         }
       }
-      const info = await readImage(this.chunkStream(refs), { expectedDigest: digest });
+      if (options.verified !== undefined && options.verified.digest !== digest) {
+        throw new GciError(
+          "INTERNAL",
+          `commitImage of ${digest} was given the verification of ${options.verified.digest}`,
+        );
+      }
+      const info = options.verified ?? (await readImage(this.chunkStream(refs), { expectedDigest: digest }));
       checkName(info.manifest, options.name);
       return await this.record({ digest, manifest: info.manifest, sizeBytes: info.sizeBytes, chunks: refs });
     } finally {
@@ -339,6 +351,9 @@ export class ImageStore {
       const existing = index.get(hex);
       if (existing !== undefined) return existing;
       const body = freeze(entry);
+      // Chunk files are fsynced as they are written, their names here: before the record names them.
+      const dirs = new Set(entry.chunks.map((c) => dirname(this.chunkPath(c.sha256))));
+      await Promise.all([...dirs].map((dir) => fsyncDirectory(dir)));
       await this.writeDurably(this.recordPath(hex), Buffer.from(`${JSON.stringify(body, null, 2)}\n`), 0o644);
       index.set(hex, body);
       this.count(body, +1);
@@ -362,11 +377,20 @@ export class ImageStore {
     // A new prefix directory must itself be durable, or the chunk inside could vanish on a crash.
     if ((await mkdir(dir, { recursive: true })) !== undefined)
       await fsyncDirectory(join(this.root, "chunks"));
-    await this.writeDurably(this.chunkPath(sha), data, 0o444);
+    // Its directory entry is made durable when an image record names it (see record).
+    await this.writeDurably(this.chunkPath(sha), data, 0o444, { syncDirectory: false });
   }
 
-  /** tmp file, fsync, rename into place, fsync the directory: the file is whole and durable, or absent. */
-  private async writeDurably(path: string, data: Buffer, mode: number): Promise<void> {
+  /**
+   * tmp file, fsync, rename into place, fsync the directory: the file is whole and durable, or
+   * absent. Without `syncDirectory`, a crash may lose the name (never leave a partial file).
+   */
+  private async writeDurably(
+    path: string,
+    data: Buffer,
+    mode: number,
+    { syncDirectory = true } = {},
+  ): Promise<void> {
     const tmp = join(this.root, "tmp", `${process.pid}-${randomUUID()}`);
     this.activeTmp.add(tmp);
     try {
@@ -378,7 +402,7 @@ export class ImageStore {
         await file.close();
       }
       await rename(tmp, path);
-      await fsyncDirectory(dirname(path));
+      if (syncDirectory) await fsyncDirectory(dirname(path));
     } catch (e) {
       await unlink(tmp).catch(() => undefined);
       throw e;

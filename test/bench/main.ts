@@ -27,7 +27,7 @@ function seconds(since: bigint): number {
 
 /**
  * A 1 GiB image datacenter to datacenter (streamed, every chunk verified and fsynced, the
- * whole re-verified before the catalog says present), against `cp` + `sync` of the same file.
+ * archive validated as it arrives, before the catalog says present), against `cp` + `sync`.
  */
 async function benchTransfer(): Promise<void> {
   const sizeMiB = Number(process.env.GCI_BENCH_SIZE_MIB ?? 1024);
