@@ -179,7 +179,13 @@ export class ClusterManager {
           to: call.request.receiver,
           heldChunks: call.request.held_chunks.length,
         });
-        void transmit(this.store, this.log, call, this.args.maxTransferRate ?? 0);
+        void transmit(
+          this.store,
+          this.log,
+          call,
+          this.args.maxTransferRate ?? 0,
+          this.args.host ?? "127.0.0.1",
+        );
       },
     };
   }

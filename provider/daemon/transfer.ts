@@ -1,9 +1,14 @@
-import { randomUUID } from "crypto";
+import { randomBytes, randomUUID, timingSafeEqual } from "crypto";
+import { once } from "events";
+import * as net from "net";
 import * as grpc from "@grpc/grpc-js";
 import type { ChunkRef__Output } from "../../schema/gen/gci/v1/ChunkRef";
 import type { TransferSummary } from "../../schema/gen/gci/v1/TransferSummary";
 import type { TransmitImageRequest__Output } from "../../schema/gen/gci/v1/TransmitImageRequest";
-import type { TransmitImageResponse } from "../../schema/gen/gci/v1/TransmitImageResponse";
+import type {
+  TransmitImageResponse,
+  TransmitImageResponse__Output,
+} from "../../schema/gen/gci/v1/TransmitImageResponse";
 import type { Catalog, PlacementRecord } from "../catalog";
 import { ClusterClient } from "../client";
 import { dataLoss, GciError, notFound, unavailable } from "../errors";
@@ -33,13 +38,16 @@ const WAITING_FOR_VALIDATION = 8;
 
 /**
  * The sending side of the peer API: streams an image's layout, then every chunk the receiver
- * does not hold. `maxRate` (bytes/s, 0 = unlimited) throttles it, for tests and shared links.
+ * does not hold — over a data socket when the receiver asks for one (see peer.proto), else as
+ * Chunk messages. `maxRate` (bytes/s, 0 = unlimited) throttles it, for tests and shared links.
+ * `host` is where the data socket listens: the host of this cluster manager's endpoint.
  */
 export async function transmit(
   store: ImageStore,
   log: Logger,
   call: grpc.ServerWritableStream<TransmitImageRequest__Output, TransmitImageResponse>,
   maxRate: number,
+  host: string,
 ): Promise<void> {
   const req = call.request;
   try {
@@ -55,17 +63,38 @@ export async function transmit(
         chunks: entry.chunks,
       },
     });
+    const wanted = [...entry.chunks.entries()].filter(([, ref]) => !held.has(ref.sha256));
     let bytes = 0;
     let chunks = 0;
     const started = Date.now();
-    for (let index = 0; index < entry.chunks.length && !call.cancelled; index++) {
-      const ref = entry.chunks[index];
-      if (held.has(ref.sha256)) continue;
-      const data = await store.readChunk(ref.sha256);
-      await write(call, { chunk: { index, sha256: ref.sha256, data } });
-      bytes += data.length;
+    const sent = async (size: number) => {
+      bytes += size;
       chunks++;
       if (maxRate > 0) await throttle(started, bytes, maxRate);
+    };
+    if (req.data_socket && wanted.length > 0) {
+      const socket = await openDataSocket(call, host);
+      try {
+        // The next chunk is read from the store while this one goes out.
+        let next: Promise<Buffer> | undefined = store.readChunk(wanted[0][1].sha256);
+        for (let i = 0; i < wanted.length && !call.cancelled && !socket.destroyed; i++) {
+          const data: Buffer = await next!;
+          next = i + 1 < wanted.length ? store.readChunk(wanted[i + 1][1].sha256) : undefined;
+          if (!socket.write(data)) await drained(socket);
+          await sent(data.length);
+        }
+        next?.catch(() => undefined);
+        await new Promise<void>((resolve) => socket.end(resolve));
+      } finally {
+        socket.destroy();
+      }
+    } else {
+      for (const [index, ref] of wanted) {
+        if (call.cancelled) break;
+        const data = await store.readChunk(ref.sha256);
+        await write(call, { chunk: { index, sha256: ref.sha256, data } });
+        await sent(data.length);
+      }
     }
     log.info("transmit.sent", {
       requestId: req.request_id,
@@ -74,6 +103,7 @@ export async function transmit(
       bytes,
       chunks,
       skipped: entry.chunks.length - chunks,
+      dataSocket: req.data_socket,
       cancelled: call.cancelled,
     });
     call.end();
@@ -81,6 +111,80 @@ export async function transmit(
     log.warn("transmit.failed", { requestId: req.request_id, digest: req.digest, error: String(e) });
     call.destroy(Object.assign(new Error(toStatus(e).details), toStatus(e)));
   }
+}
+
+/** How long a receiver has to connect to the data socket it was sent. */
+const DATA_SOCKET_CONNECT_MS = 10_000;
+
+/**
+ * Listens on `host` for the one connection that presents a fresh token, tells the receiver
+ * where (a DataSocket message), and resolves with that connection. The listener closes as soon
+ * as it has it, or after DATA_SOCKET_CONNECT_MS.
+ */
+async function openDataSocket(
+  call: grpc.ServerWritableStream<unknown, TransmitImageResponse>,
+  host: string,
+): Promise<net.Socket> {
+  const token = randomBytes(16).toString("hex");
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, host, resolve);
+  });
+  try {
+    const accepted = new Promise<net.Socket>((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          reject(
+            unavailable(
+              `the receiver did not connect to the data socket within ${DATA_SOCKET_CONNECT_MS} ms`,
+            ),
+          ),
+        DATA_SOCKET_CONNECT_MS,
+      );
+      call.once("cancelled", () => {
+        clearTimeout(timer);
+        reject(unavailable("the receiver cancelled the transfer"));
+      });
+      server.on("connection", (socket) => {
+        socket.setNoDelay(true);
+        let presented = Buffer.alloc(0);
+        const onData = (piece: Buffer) => {
+          presented = Buffer.concat([presented, piece]);
+          if (presented.length < token.length) return;
+          socket.off("data", onData);
+          if (!timingSafeEqual(presented.subarray(0, token.length), Buffer.from(token))) {
+            socket.destroy();
+            return;
+          }
+          clearTimeout(timer);
+          resolve(socket);
+        };
+        socket.on("data", onData);
+        socket.on("error", () => socket.destroy());
+      });
+    });
+    accepted.catch(() => undefined); // awaited below; a timeout must not go unhandled meanwhile
+    const { port } = server.address() as net.AddressInfo;
+    await write(call, { data_socket: { address: `${host}:${port}`, token } });
+    return await accepted;
+  } finally {
+    server.close();
+  }
+}
+
+function drained(socket: net.Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (e?: Error) => {
+      socket.off("drain", done);
+      socket.off("close", closed);
+      if (e) reject(e);
+      else resolve();
+    };
+    const closed = () => done(unavailable("the receiver closed the data socket"));
+    socket.once("drain", done);
+    socket.once("close", closed);
+  });
 }
 
 function write(
@@ -290,23 +394,51 @@ export class ImagePuller {
     let inOrder: InOrder | undefined;
     /** The index of the next chunk the source must send. */
     let due = 0;
+    /** A chunk arrived (in the stream or on the data socket): verified, stored, validated in order. */
+    const received = async (index: number, sha256: string, data: Buffer) => {
+      const expected = layout?.[index];
+      if (!expected || expected.sha256 !== sha256) {
+        throw dataLoss(`chunk #${index} from ${source} is not in the image's layout: the source is corrupt`);
+      }
+      // Chunks come in layout order, skipping only held ones (the validator reads in order).
+      while (due < layout!.length && heldSet.has(layout![due].sha256)) due++;
+      if (index !== due) {
+        throw dataLoss(`chunk #${index} from ${source} came where #${due} was due: the source is corrupt`);
+      }
+      due++;
+      inOrder?.put(index, data);
+      // Up to WRITES_IN_FLIGHT chunks are verified and fsynced while the next ones arrive.
+      const write = store.putChunk(sha256, data).then(() => {
+        bytesDone += data.length;
+        wire += data.length;
+        windowBytes += data.length;
+        chunksDone++;
+      });
+      writes.add(write);
+      write.then(
+        () => writes.delete(write),
+        () => undefined,
+      );
+      if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
+      await inOrder?.room(WAITING_FOR_VALIDATION);
+      await report();
+    };
     let validated: Promise<ImageInfo> | undefined;
+    let overSocket: Promise<void> | undefined;
     try {
       const stream = client.transmitImage({
         digest,
         held_chunks: held,
         receiver: datacenter,
         request_id: requestId,
+        data_socket: true,
       });
       try {
-        for await (const msg of stream as AsyncIterable<{
-          layout?: { chunks: ChunkRef__Output[]; name: string; size_bytes: number };
-          chunk?: { index: number; sha256: string; data: Buffer };
-        }>) {
+        for await (const msg of stream as AsyncIterable<TransmitImageResponse__Output>) {
           if (msg.layout) {
             layout = msg.layout.chunks;
             name = msg.layout.name;
-            bytesTotal = msg.layout.size_bytes;
+            bytesTotal = Number(msg.layout.size_bytes);
             for (const c of layout) {
               if (heldSet.has(c.sha256)) {
                 bytesDone += c.size;
@@ -322,40 +454,19 @@ export class ImagePuller {
               stream.cancel();
             });
             await report(true);
-          } else if (msg.chunk) {
-            const expected = layout?.[msg.chunk.index];
-            if (!expected || expected.sha256 !== msg.chunk.sha256) {
-              throw dataLoss(
-                `chunk #${msg.chunk.index} from ${source} is not in the image's layout: the source is corrupt`,
-              );
-            }
-            // Chunks come in layout order, skipping only held ones (the validator reads in order).
-            while (due < layout!.length && heldSet.has(layout![due].sha256)) due++;
-            if (msg.chunk.index !== due) {
-              throw dataLoss(
-                `chunk #${msg.chunk.index} from ${source} came where #${due} was due: the source is corrupt`,
-              );
-            }
-            due++;
-            // Up to WRITES_IN_FLIGHT chunks are verified and fsynced while the next ones arrive.
-            const { sha256, data } = msg.chunk;
-            inOrder?.put(msg.chunk.index, data);
-            const write = store.putChunk(sha256, data).then(() => {
-              bytesDone += data.length;
-              wire += data.length;
-              windowBytes += data.length;
-              chunksDone++;
-            });
-            writes.add(write);
-            write.then(
-              () => writes.delete(write),
-              () => undefined,
+          } else if (msg.data_socket) {
+            const owed = layout!.flatMap((c, index) =>
+              heldSet.has(c.sha256) ? [] : [{ index, size: c.size }],
             );
-            if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
-            await inOrder?.room(WAITING_FOR_VALIDATION);
-            await report();
+            overSocket = receiveOverSocket(msg.data_socket, owed, source, (index, data) =>
+              received(index, layout![index].sha256, data),
+            );
+            overSocket.catch(() => stream.cancel());
+          } else if (msg.chunk) {
+            await received(msg.chunk.index, msg.chunk.sha256, msg.chunk.data);
           }
         }
+        await overSocket;
         await Promise.all(writes);
         if (!layout) throw dataLoss(`${source} sent no layout for ${digest}`);
         for (const c of layout) {
@@ -364,12 +475,14 @@ export class ImagePuller {
         }
       } catch (e) {
         inOrder?.fail(e);
-        // A stream cancelled because the archive failed validation: that failure is the reason.
-        const rejection = await validated?.then(
-          () => undefined,
-          (v: unknown) => v,
-        );
-        throw (e as { code?: number }).code === grpc.status.CANCELLED && rejection ? rejection : e;
+        // A stream we cancelled (the data socket or the archive failed): that failure is the reason.
+        const failure = async (p?: Promise<unknown>) =>
+          p?.then(
+            () => undefined,
+            (v: unknown) => v,
+          );
+        const cause = (await failure(overSocket)) ?? (await failure(validated));
+        throw (e as { code?: number }).code === grpc.status.CANCELLED && cause ? cause : e;
       }
       log.info("transfer.streamed", { requestId, digest, source, bytes: wire, chunks: layout.length });
       await report(true);
@@ -421,6 +534,50 @@ export class ImagePuller {
         log.warn("transfer.resume_failed", { digest: p.digest, error: String(e) }),
       );
     }
+  }
+}
+
+/**
+ * Reads the chunks `owed` (layout order) from a sender's data socket, back to back, handing
+ * each whole chunk to `onChunk`; awaiting it holds the socket back, so the sender never runs
+ * more than a socket buffer ahead of the receiver.
+ */
+async function receiveOverSocket(
+  socket: { address: string; token: string },
+  owed: readonly { index: number; size: number }[],
+  source: string,
+  onChunk: (index: number, data: Buffer) => Promise<void>,
+): Promise<void> {
+  const colon = socket.address.lastIndexOf(":");
+  const conn = net.connect({
+    host: socket.address.slice(0, colon),
+    port: Number(socket.address.slice(colon + 1)),
+  });
+  try {
+    await once(conn, "connect");
+    conn.write(socket.token);
+    let k = 0;
+    let chunk = owed.length > 0 ? Buffer.allocUnsafe(owed[0].size) : undefined;
+    let filled = 0;
+    for await (const piece of conn as AsyncIterable<Buffer>) {
+      for (let at = 0; at < piece.length;) {
+        if (!chunk) throw dataLoss(`${source} sent more bytes on the data socket than the chunks it owed`);
+        const n = piece.copy(chunk, filled, at, Math.min(piece.length, at + chunk.length - filled));
+        filled += n;
+        at += n;
+        if (filled === chunk.length) {
+          await onChunk(owed[k].index, chunk);
+          k++;
+          filled = 0;
+          chunk = k < owed.length ? Buffer.allocUnsafe(owed[k].size) : undefined;
+        }
+      }
+    }
+    if (k < owed.length) {
+      throw dataLoss(`the data socket from ${source} closed after ${k} of the ${owed.length} chunks it owed`);
+    }
+  } finally {
+    conn.destroy();
   }
 }
 

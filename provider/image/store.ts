@@ -104,6 +104,8 @@ export class ImageStore {
   private readonly activeTmp = new Set<string>();
   /** Serializes record writes, delete and gc. */
   private tail: Promise<unknown> = Promise.resolve();
+  /** Chunk prefix directories known to exist (and be durable). */
+  private readonly prefixes = new Set<string>();
 
   constructor(root: string, options: ImageStoreOptions = {}) {
     const chunkSize = options.chunkSize ?? CHUNK_SIZE;
@@ -375,8 +377,11 @@ export class ImageStore {
   private async writeChunkFile(sha: string, data: Buffer): Promise<void> {
     const dir = dirname(this.chunkPath(sha));
     // A new prefix directory must itself be durable, or the chunk inside could vanish on a crash.
-    if ((await mkdir(dir, { recursive: true })) !== undefined)
-      await fsyncDirectory(join(this.root, "chunks"));
+    if (!this.prefixes.has(dir)) {
+      if ((await mkdir(dir, { recursive: true })) !== undefined)
+        await fsyncDirectory(join(this.root, "chunks"));
+      this.prefixes.add(dir);
+    }
     // Its directory entry is made durable when an image record names it (see record).
     await this.writeDurably(this.chunkPath(sha), data, 0o444, { syncDirectory: false });
   }
@@ -396,7 +401,8 @@ export class ImageStore {
     try {
       const file = await open(tmp, "wx", mode);
       try {
-        await file.writeFile(data);
+        // One write call for the whole buffer (writeFile would split it into 512 KiB writes).
+        for (let at = 0; at < data.length;) at += (await file.write(data, at, data.length - at)).bytesWritten;
         await file.sync();
       } finally {
         await file.close();

@@ -1,4 +1,5 @@
-import { randomUUID } from "crypto";
+import { createHash, randomUUID } from "crypto";
+import * as net from "net";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -84,7 +85,12 @@ describe("the defining flow across a world of three regions and four datacenters
       "transmit.sent",
     ]);
     expect(mine("us-1")[0]).toMatchObject({ to: "eu-1" });
-    expect(mine("us-1")[2]).toMatchObject({ to: "eu-1", bytes: image.sizeBytes, skipped: 0 });
+    expect(mine("us-1")[2]).toMatchObject({
+      to: "eu-1",
+      bytes: image.sizeBytes,
+      skipped: 0,
+      dataSocket: true,
+    });
     const events = mine("eu-1").map((l) => l.event);
     expect(events.slice(0, 6)).toEqual([
       "start.accepted",
@@ -105,6 +111,55 @@ describe("the defining flow across a world of three regions and four datacenters
     expect(events.at(-1)).toBe("start.done");
     expect(mine("eu-1")[1]).toMatchObject({ here: false, presentIn: ["us-1"] });
     expect(mine("eu-1")[2]).toMatchObject({ source: "us-1" });
+  });
+
+  it("transmits over a data socket only to the holder of its token, or in-band when not asked", async () => {
+    const us1 = world.client("us-1");
+    type Part = {
+      layout?: { chunks: { sha256: string; size: number }[]; size_bytes: number | string };
+      data_socket?: { address: string; token: string };
+      chunk?: { index: number; sha256: string; data: Buffer };
+    };
+    const read = async (dataSocket: boolean) => {
+      const parts: Part[] = [];
+      const stream = us1.transmitImage({
+        digest: image.digest,
+        held_chunks: [],
+        receiver: "test",
+        request_id: randomUUID(),
+        data_socket: dataSocket,
+      });
+      let bytes: Promise<Buffer> | undefined;
+      for await (const part of stream as AsyncIterable<Part>) {
+        parts.push(part);
+        if (part.data_socket) {
+          const [host, port] = part.data_socket.address.split(":");
+          // A wrong token: the sender closes that connection without a byte.
+          expect(await readSocket(host, Number(port), "0".repeat(32))).toEqual(Buffer.alloc(0));
+          bytes = readSocket(host, Number(port), part.data_socket.token);
+        }
+      }
+      return { parts, bytes: await bytes };
+    };
+    const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+    const raw = await read(true);
+    const layout = raw.parts[0].layout!;
+    expect(raw.parts.map((p) => Object.keys(p).find((k) => p[k as keyof Part]))).toEqual([
+      "layout",
+      "data_socket",
+    ]);
+    // Every chunk, back to back in layout order: each hashes to its name, the whole to the digest.
+    let at = 0;
+    for (const c of layout.chunks) {
+      expect(sha(raw.bytes!.subarray(at, at + c.size))).toBe(c.sha256);
+      at += c.size;
+    }
+    expect(at).toBe(Number(layout.size_bytes));
+    expect(`sha256:${sha(raw.bytes!)}`).toBe(image.digest);
+
+    const inBand = await read(false);
+    expect(inBand.parts.slice(1).map((p) => p.chunk!.sha256)).toEqual(layout.chunks.map((c) => c.sha256));
   });
 
   it("repeating a start request returns the same operation and transfers nothing", async () => {
@@ -267,3 +322,14 @@ describe("the defining flow across a world of three regions and four datacenters
     );
   });
 });
+
+/** Connects, sends `token`, and resolves with every byte the other side sends until it closes. */
+function readSocket(host: string, port: number, token: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    const socket = net.connect({ host, port }, () => socket.write(token));
+    socket.on("data", (d) => parts.push(d));
+    socket.on("error", reject);
+    socket.on("close", () => resolve(Buffer.concat(parts)));
+  });
+}
