@@ -2,6 +2,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { ENGINE_VERSION, engineBinDir, packageRoot, stateRoot } from "../engine/paths";
+import { cgroupSupport } from "../vm/cgroup";
 
 /** One requirement and whether this machine meets it. */
 export interface DoctorRow {
@@ -28,6 +29,7 @@ export function runDoctor(): DoctorRow[] {
     checkGuestKernel(),
     checkBinary("busybox", "busybox", ["--help"], "apt-get install -y busybox-static"),
     checkBinary("etcd", "etcd", ["--version"], "apt-get install -y etcd-server"),
+    checkCgroups(),
     checkStateFolder(),
   ];
 }
@@ -80,6 +82,24 @@ function checkPlugin(name: string, plugin: string, what: string): DoctorRow {
       ? `${plugin} at ${bin} (${what})`
       : `${bin} is not this version's shim`;
   return row(name, current, detail, SETUP);
+}
+
+/** CPU and memory limits of process instances (not required: without, they run unlimited). */
+function checkCgroups(): DoctorRow {
+  const found = cgroupSupport();
+  const detail =
+    found.version === 0
+      ? `process instances run without CPU and memory limits: ${found.reason}`
+      : found.version === 1
+        ? `v1: ${found.cpu}, ${found.memory}`
+        : `v2: ${found.root}`;
+  return row(
+    "cgroups",
+    found.version !== 0,
+    detail,
+    "run the cluster managers as root on a host with the cpu and memory cgroup controllers",
+    false,
+  );
 }
 
 function checkBinary(name: string, file: string, args: string[], fix: string): DoctorRow {

@@ -26,6 +26,7 @@ import { InstanceManager } from "./instances";
 import { Logger } from "./log";
 import { Operations } from "./operations";
 import { ImagePuller, transmit } from "./transfer";
+import { cgroupSupport } from "../vm/cgroup";
 
 /** How a cluster manager is configured. */
 export interface ClusterManagerArgs {
@@ -129,6 +130,12 @@ export class ClusterManager {
     }, HEARTBEAT_MS);
     this.heartbeat.unref();
     this.log.info("started", { endpoint: this.endpoint, region, pid: process.pid });
+    const cgroups = cgroupSupport();
+    if (cgroups.version === 0) {
+      this.log.warn("limits.unavailable", {
+        error: `process instances run without CPU and memory limits: ${cgroups.reason}`,
+      });
+    }
     await this.instances.recover();
     await this.puller.resumeInterrupted();
     return this.endpoint;

@@ -65,5 +65,14 @@ function handleProblem(value: unknown): string | undefined {
   for (const [port, address] of Object.entries(addresses)) {
     if (typeof address !== "string") return `"addresses.${port}" is not a string`;
   }
+  // Removed when the instance ends: only cgroup directories are accepted.
+  const cgroups = v.cgroups;
+  if (
+    cgroups !== undefined &&
+    (!Array.isArray(cgroups) ||
+      cgroups.some((d) => typeof d !== "string" || !d.startsWith("/sys/fs/cgroup/") || d.includes("..")))
+  ) {
+    return `"cgroups" is not a list of directories under /sys/fs/cgroup`;
+  }
   return undefined;
 }

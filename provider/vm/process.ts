@@ -6,14 +6,18 @@
  * Sandbox, per instance: its own mount and pid namespaces (`unshare`); a root that is an
  * overlay of the image (read-only, shared by all instances) and a tmpfs of its own (so writes
  * vanish with it and cost memory, capped at memoryMiB); a private /proc, a /dev holding only
- * null, zero, random and urandom; and no root privileges (uid/gid 65534 by default). The
- * network stays the host's, so a process listens on 127.0.0.1 at the port it is given.
+ * null, zero, random and urandom; and no root privileges (uid/gid 65534 by default). Its
+ * cgroups hold it to vcpus cores of CPU time and memoryMiB of memory (./cgroup; where the host
+ * has none to offer, it runs without). The network stays the host's, so a process listens on
+ * 127.0.0.1 at the port it is given.
  */
 
+import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import type { Manifest } from "../image";
 import { GciError, invalid, precondition } from "../errors";
+import { InstanceCgroups, createInstanceCgroups, removeInstanceCgroups } from "./cgroup";
 import { loadHandle, saveHandle } from "./handle";
 import {
   checkSpec,
@@ -166,15 +170,34 @@ export class ProcessDriver implements InstanceDriver {
       ...[`/${program}`, ...programArgs],
     ];
 
+    // Its CPU and memory limits: a cgroup the first process joins before anything else runs.
+    const cgroups = instanceCgroups(spec);
     const log = fs.openSync(path.join(spec.runDir, OUTPUT_LOG), "w");
     let pid: number;
     try {
-      pid = await spawnDetached(tools.unshare, args, spec.runDir, log, env);
+      pid = cgroups
+        ? await spawnDetached(
+            tools.sh,
+            [
+              "-c",
+              JOIN_CGROUPS,
+              "gci-cgroups",
+              String(cgroups.procs.length),
+              ...cgroups.procs,
+              tools.unshare,
+              ...args,
+            ],
+            spec.runDir,
+            log,
+            env,
+          )
+        : await spawnDetached(tools.unshare, args, spec.runDir, log, env);
     } finally {
       fs.closeSync(log);
     }
     const stat = procStat(pid);
     if (stat === undefined) {
+      await removeInstanceCgroups(cgroups?.dirs ?? []).catch(() => undefined);
       throw precondition(
         `process instance "${spec.id}" ended at once: ${tailLines(path.join(spec.runDir, OUTPUT_LOG), 5).join(" | ") || "no output"}`,
       );
@@ -187,6 +210,7 @@ export class ProcessDriver implements InstanceDriver {
       logFile: path.join(spec.runDir, OUTPUT_LOG),
       runDir: spec.runDir,
       startTime: stat.startTime,
+      ...(cgroups ? { cgroups: cgroups.dirs } : {}),
     };
     saveHandle(handle);
     return handle;
@@ -205,6 +229,12 @@ export class ProcessDriver implements InstanceDriver {
    * after `graceMs`. When the namespace's init ends, the kernel kills everything left in it.
    */
   async stop(handle: InstanceHandle, graceMs: number = DEFAULT_GRACE_MS): Promise<void> {
+    await this.end(handle, graceMs);
+    // Once nothing runs in them, its cgroups go too.
+    await removeInstanceCgroups(handle.cgroups ?? []);
+  }
+
+  private async end(handle: InstanceHandle, graceMs: number): Promise<void> {
     if (!this.isRunning(handle)) return;
     const init = namespaceInit(handle.pid);
     if (init !== undefined) signalProcess(init.pid, "SIGTERM");
@@ -226,6 +256,26 @@ export class ProcessDriver implements InstanceDriver {
       `process instance "${handle.id}" (pid ${handle.pid}) still runs after SIGKILL; look at ` +
         `/proc/${handle.pid}/status (a process stuck in the kernel) and try stop again`,
     );
+  }
+}
+
+/** Moves this shell into the cgroups named by its arguments ("<n> <procs file>..."), then execs the rest. */
+const JOIN_CGROUPS = `
+n=$1; shift
+while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n - 1)); done
+exec "$@"
+`;
+
+/**
+ * The instance's cgroups with its limits, named after its id and run directory (unique on this
+ * host, also across worlds); undefined where the host offers none (see cgroupSupport).
+ */
+function instanceCgroups(spec: InstanceSpec): InstanceCgroups | undefined {
+  const name = `${spec.id}-${createHash("sha256").update(spec.runDir).digest("hex").slice(0, 8)}`;
+  try {
+    return createInstanceCgroups(name, spec.vcpus, spec.memoryMiB);
+  } catch (e) {
+    throw precondition(`cannot create the cgroups of process instance "${spec.id}": ${(e as Error).message}`);
   }
 }
 

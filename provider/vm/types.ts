@@ -30,6 +30,8 @@ export interface InstanceHandle {
   readonly runDir: string;
   /** Process start time (from /proc/<pid>/stat), so a recycled pid is not mistaken for the instance. */
   readonly startTime: string;
+  /** The cgroup directories holding its CPU and memory limits (process instances), removed when it ends. */
+  readonly cgroups?: readonly string[];
 }
 
 /** Runs instances of one kind. Instances outlive the cluster manager that started them. */

@@ -25,6 +25,7 @@ describe("gci doctor", () => {
       "guest kernel",
       "busybox",
       "etcd",
+      "cgroups",
       "state folder",
     ]);
     expect(rows.filter((r) => r.status === "missing")).toEqual([]);

@@ -5,6 +5,7 @@ import * as path from "path";
 import { GciError } from "../../../provider/errors";
 import { extractImage, Manifest, MANIFEST_SCHEMA } from "../../../provider/image";
 import { InstanceHandle, InstanceSpec, ProcessDriver } from "../../../provider/vm";
+import { cgroupSupport } from "../../../provider/vm/cgroup";
 import { BuiltImage, processImage } from "../../support/guest";
 
 async function httpGet(address: string): Promise<string> {
@@ -31,6 +32,7 @@ function processTable(): { pid: number; cmdline: string }[] {
 
 /** Processes of an instance: the pid namespace's init (child of the unshare process), then its child. */
 function childOf(pid: number): number {
+  if (!(pid > 0)) return 0;
   return Number(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(" ")[0]);
 }
 
@@ -130,6 +132,77 @@ describe("ProcessDriver", () => {
       await driver.stop(handle);
     }
   }, 60_000);
+
+  describe("limits", () => {
+    /** An instance of the same image running `script` (busybox sh) instead of its server. */
+    const shell = (script: string, vcpus: number, memoryMiB: number): InstanceSpec => ({
+      ...specFor(`proc-${randomBytes(3).toString("hex")}`),
+      manifest: { ...manifest, entrypoint: ["bin/sh", "-c", script], ports: [] },
+      vcpus,
+      memoryMiB,
+    });
+    /** The value of `file` in whichever of the instance's cgroups has it (v1 splits them). */
+    const cgroupFile = (handle: InstanceHandle, ...names: string[]): string => {
+      for (const dir of handle.cgroups ?? []) {
+        for (const name of names) {
+          if (fs.existsSync(path.join(dir, name))) return fs.readFileSync(path.join(dir, name), "utf8");
+        }
+      }
+      throw new Error(`no ${names.join(" or ")} in ${JSON.stringify(handle.cgroups)}`);
+    };
+    const stat = (text: string, key: string) => Number(new RegExp(`^${key} (\\d+)`, "m").exec(text)?.[1]);
+
+    it("this host offers cgroups (set-up's machine runs as root with cpu and memory controllers)", () => {
+      expect(cgroupSupport()).toMatchObject({ version: expect.any(Number) });
+      expect(cgroupSupport().version).not.toBe(0);
+    });
+
+    it("holds an instance to its vCPUs: two busy loops on 1 vCPU are throttled", async () => {
+      const spec = shell("while :; do :; done & while :; do :; done", 1, 64);
+      const handle = await driver.start(spec);
+      try {
+        expect(handle.cgroups?.length).toBeGreaterThan(0);
+        // Every process of the instance is in its cgroups.
+        let loops = 0;
+        for (const deadline = Date.now() + 5000; !(loops > 0) && Date.now() < deadline;) {
+          await new Promise((r) => setTimeout(r, 20));
+          loops = childOf(handle.pid) > 0 ? childOf(childOf(handle.pid)) : 0;
+        }
+        const mine = fs.readFileSync(`/proc/${loops}/cgroup`, "utf8");
+        for (const dir of handle.cgroups!) expect(mine).toContain(path.basename(dir));
+        const quota = cgroupFile(handle, "cpu.cfs_quota_us", "cpu.max");
+        expect(quota.trim().split(" ")[0]).toBe("100000");
+        await new Promise((r) => setTimeout(r, 1500));
+        expect(stat(cgroupFile(handle, "cpu.stat"), "nr_throttled")).toBeGreaterThan(0);
+      } finally {
+        await driver.stop(handle);
+      }
+      // Gone with it.
+      for (const dir of handle.cgroups!) expect(fs.existsSync(dir)).toBe(false);
+    }, 30_000);
+
+    it("holds an instance to its memory: one that takes 300 MB of 64 MiB is ended by the kernel", async () => {
+      const spec = shell(
+        "x=$(/bin/busybox head -c 300000000 /dev/zero | /bin/busybox tr '\\0' a); /bin/sleep 60",
+        1,
+        64,
+      );
+      const handle = await driver.start(spec);
+      try {
+        const deadline = Date.now() + 20_000;
+        while (driver.isRunning(handle) && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 100));
+        expect(driver.isRunning(handle)).toBe(false);
+        const limit = cgroupFile(handle, "memory.limit_in_bytes", "memory.max");
+        expect(Number(limit)).toBe(64 * 1024 * 1024);
+        const events = cgroupFile(handle, "memory.failcnt", "memory.events");
+        expect(Number(events) > 0 || stat(events, "oom_kill") > 0).toBe(true);
+      } finally {
+        await driver.stop(handle);
+      }
+      for (const dir of handle.cgroups!) expect(fs.existsSync(dir)).toBe(false);
+    }, 40_000);
+  });
 
   it("validate refuses images the process driver cannot run, naming the fix", () => {
     const noEntrypoint = { schema: MANIFEST_SCHEMA, name: "bare", driver: "process" } as Manifest;
