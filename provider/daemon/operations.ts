@@ -6,22 +6,37 @@ import { statusName } from "../rpc/status";
 /** A mutable operation record; the registry hands out copies. */
 type Op = Operation & { id: string; done: boolean };
 
+/** How many finished operations are kept, at most, and for how long. */
+export interface Retention {
+  readonly maxDone: number;
+  readonly doneTtlMs: number;
+}
+
+const RETENTION: Retention = { maxDone: 10_000, doneTtlMs: 24 * 60 * 60_000 };
+
 /**
  * The cluster manager's long-running operations, kept in memory and keyed by id (derived
  * from the request id, so a repeated request finds its operation). Waiters are woken on
- * every change.
+ * every change. Finished ones are kept for a day, the newest 10,000 at most: an older repeat
+ * starts a new operation, which finds its work done in the catalog (as after a restart).
  */
 export class Operations {
   private readonly ops = new Map<string, Op>();
   private readonly waiters = new Map<string, Set<() => void>>();
+  private done = 0;
+  private prunedAt = 0;
 
-  constructor(private readonly datacenter: string) {}
+  constructor(
+    private readonly datacenter: string,
+    private readonly retention: Retention = RETENTION,
+  ) {}
 
   /** Returns the existing operation with this id, or registers a new running one. */
   begin(id: string, kind: string): { op: Operation; created: boolean } {
     const existing = this.ops.get(id);
     if (existing) return { op: { ...existing }, created: false };
     const now = Date.now();
+    this.prune(now);
     const op: Op = {
       id,
       kind,
@@ -50,6 +65,7 @@ export class Operations {
 
   /** Drops an operation (one refused before it started, so the same request id may be retried). */
   forget(id: string): void {
+    if (this.ops.get(id)?.done) this.done--;
     this.ops.delete(id);
   }
 
@@ -84,9 +100,28 @@ export class Operations {
     return this.get(id);
   }
 
+  /** Drops finished operations past their time, then the oldest beyond the count kept. */
+  private prune(now: number): void {
+    // Over the count at once; past their time, looked for once a minute.
+    if (this.done <= this.retention.maxDone && now - this.prunedAt < 60_000) return;
+    this.prunedAt = now;
+    let excess = this.done - this.retention.maxDone;
+    const oldest = now - this.retention.doneTtlMs;
+    // Insertion order is start order; a done operation's last change is its end.
+    for (const [id, op] of this.ops) {
+      if (!op.done) continue;
+      if (excess <= 0 && Number(op.updated_at_ms) >= oldest) continue;
+      this.ops.delete(id);
+      this.waiters.delete(id);
+      this.done--;
+      excess--;
+    }
+  }
+
   private patch(id: string, fields: Partial<Operation>): void {
     const op = this.ops.get(id);
     if (!op) return;
+    if (fields.done && !op.done) this.done++;
     Object.assign(op, fields, { updated_at_ms: Date.now() });
     if (op.done) for (const wake of [...(this.waiters.get(id) ?? [])]) wake();
   }
