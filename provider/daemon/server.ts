@@ -14,7 +14,7 @@ import type { StartVmsRequest__Output } from "../../schema/gen/gci/v1/StartVmsRe
 import type { StopVmsRequest__Output } from "../../schema/gen/gci/v1/StopVmsRequest";
 import type { UploadHeader__Output } from "../../schema/gen/gci/v1/UploadHeader";
 import type { Vm__Output } from "../../schema/gen/gci/v1/Vm";
-import { Catalog, DatacenterRecord, openCatalog, VmGroupRecord } from "../catalog";
+import { Catalog, DatacenterRecord, openCatalog, VmGroupRecord, VmRecord } from "../catalog";
 import { checkDigest, checkId } from "../catalog/validate";
 import { ClusterClient } from "../client";
 import { exhausted, GciError, invalid, notFound, precondition } from "../errors";
@@ -221,7 +221,15 @@ export class ClusterManager {
         const records = await this.catalog.listVms(
           req.request_id ? { requestId: req.request_id } : { datacenter: this.name },
         );
-        return { vms: await Promise.all(records.map((v) => this.vm(v.id))) };
+        // One catalog read per group, not two per VM.
+        const groups = new Map(
+          await Promise.all(
+            [...new Set(records.map((v) => v.requestId))].map(
+              async (id) => [id, await this.catalog.getVmGroup(id)] as const,
+            ),
+          ),
+        );
+        return { vms: records.map((v) => vmOutput(v, groups.get(v.requestId))) };
       }),
       PlanStartVms: unary(async (req) => this.planStart(req)),
       ScaleVms: unary(async (req) => this.scaleVms(req)),
@@ -658,21 +666,7 @@ export class ClusterManager {
     checkId("vm id", id);
     const record = await this.catalog.getVm(id);
     if (!record) throw notFound(`VM "${id}" is not known: list them with \`gci vm ls\``);
-    const group = await this.catalog.getVmGroup(record.requestId);
-    return {
-      id: record.id,
-      request_id: record.requestId,
-      datacenter: record.datacenter,
-      image_digest: record.digest,
-      state: record.state,
-      addresses: Object.entries(record.addresses).map(([port, address]) => ({
-        guest_port: Number(port),
-        address,
-      })),
-      kind: record.id.startsWith("proc-") ? "process" : "vm",
-      vcpus: group?.vcpus ?? 0,
-      memory_mib: group?.memoryMiB ?? 0,
-    };
+    return vmOutput(record, await this.catalog.getVmGroup(record.requestId));
   }
 
   private async replicate(req: ReplicateImageRequest__Output): Promise<Operation> {
@@ -703,4 +697,22 @@ async function withClient<T>(client: ClusterClient, fn: (c: ClusterClient) => Pr
   } finally {
     client.close();
   }
+}
+
+/** A VM as the API shows it: its record, with the size of its group. */
+function vmOutput(record: VmRecord, group: VmGroupRecord | undefined): Vm__Output {
+  return {
+    id: record.id,
+    request_id: record.requestId,
+    datacenter: record.datacenter,
+    image_digest: record.digest,
+    state: record.state,
+    addresses: Object.entries(record.addresses).map(([port, address]) => ({
+      guest_port: Number(port),
+      address,
+    })),
+    kind: record.id.startsWith("proc-") ? "process" : "vm",
+    vcpus: group?.vcpus ?? 0,
+    memory_mib: group?.memoryMiB ?? 0,
+  };
 }
