@@ -1,9 +1,6 @@
-import { execFile } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { promisify } from "util";
 import { waitForOperation } from "../../provider/client";
-import { engineEnv } from "../../provider/engine/env";
 import { REPO, TempProject, tempProject } from "../support/engine";
 import { processImage } from "../support/guest";
 import { processesMentioning } from "../support/procs";
@@ -12,13 +9,13 @@ import {
   StackRunner,
   httpGet,
   processVariant,
+  pulumiCli,
   stackRunner,
   summaryOf,
   tempDir,
   worldSnapshot,
 } from "./support";
 
-const execFileP = promisify(execFile);
 const TYPE = "pulumi-nodejs:dynamic/gci:VirtualMachineGroup";
 
 /**
@@ -192,13 +189,8 @@ describe("examples/platform and examples/app through the real pulumi CLI", () =>
   it("imports a group the stack forgot back with `pulumi import`; the next up records its region, touching no VM", async () => {
     const urn = `urn:pulumi:${app.stack}::gci-app::${TYPE}::web-ap`;
     // The real CLI in the example's folder; the import id names no catalog: the local world's.
-    const env = { ...process.env, ...engineEnv({ stateDir: app.stateDir }), GCI_WORLD: world.dir };
-    const pulumi = (...args: string[]) =>
-      execFileP("pulumi", [...args, "--stack", app.stack, "--non-interactive"], {
-        cwd: app.dir,
-        env,
-        maxBuffer: 16 << 20,
-      });
+    const cli = pulumiCli(app.dir, app.stateDir, { GCI_WORLD: world.dir });
+    const pulumi = (...args: string[]) => cli(...args, "--stack", app.stack);
     const ap = world.client("ap-1");
     const ids = async () =>
       (await ap.listVms(requestIds[1])).filter((v) => v.state === "running").map((v) => v.id);
@@ -266,6 +258,16 @@ export const vmIds = group.vmIds;
       imageDigest = (await world.client("eu-1").listVms(requestIds[0]))[0].image_digest;
     });
 
+    /** The next preview changes nothing; destroy stops the group's VMs. */
+    async function previewsNothingThenDestroys(p: TempProject, id: string): Promise<void> {
+      const preview = summaryOf<{ changeSummary: Record<string, number> }>(
+        await p.gci(["stack", "preview", "--json"]),
+      );
+      expect(Object.keys(preview.changeSummary)).toEqual(["same"]);
+      summaryOf(await p.gci(["stack", "destroy", "--json"]));
+      expect(await liveIds(id)).toEqual([]);
+    }
+
     afterEach(() => {
       project?.remove();
       project = undefined;
@@ -276,9 +278,7 @@ export const vmIds = group.vmIds;
       const [first] = await startOutside(id);
       project = tempProject("import-cli", program({ target: 'datacenter: "eu-1"', count: 1 }));
       // The real CLI in the project folder; the id names no catalog, so the local world's is used.
-      const env = { ...process.env, ...engineEnv({ stateDir: project.stateDir }), GCI_WORLD: world.dir };
-      const pulumi = (...args: string[]) =>
-        execFileP("pulumi", [...args, "--non-interactive"], { cwd: project!.dir, env, maxBuffer: 16 << 20 });
+      const pulumi = pulumiCli(project.dir, project.stateDir, { GCI_WORLD: world.dir });
       await pulumi("stack", "init", "dev");
       // No code generation: the dynamic provider has no schema to generate from (README).
       const imported = await pulumi("import", TYPE, "legacy", id, "--yes", "--generate-code=false");
@@ -332,25 +332,16 @@ export const vmIds = group.vmIds;
       expect(up.summary.resourceChanges).toMatchObject({ import: 1, update: 1, create: 1 });
       expect(up.outputs).toEqual({ requestId: id, vmIds: [first] });
       expect(await liveIds(id)).toEqual([first]);
-      const preview = summaryOf<{ changeSummary: Record<string, number> }>(
-        await project.gci(["stack", "preview", "--json"]),
-      );
-      expect(Object.keys(preview.changeSummary)).toEqual(["same"]);
-      summaryOf(await project.gci(["stack", "destroy", "--json"]));
-      expect(await liveIds(id)).toEqual([]);
+      await previewsNothingThenDestroys(project, id);
     });
 
     it("refuses an id that names no group, and a kind that cannot be imported, recording nothing", async () => {
       project = tempProject("import-bad", program({ target: 'region: "eu"', count: 1 }));
       // No catalog in the environment, and no world where the default world would be.
-      const env = {
-        ...process.env,
-        ...engineEnv({ stateDir: project.stateDir }),
+      const pulumi = pulumiCli(project.dir, project.stateDir, {
         GCI_WORLD: path.join(project.dir, "no-world"),
         GCI_CATALOG: "",
-      };
-      const pulumi = (...args: string[]) =>
-        execFileP("pulumi", [...args, "--non-interactive"], { cwd: project!.dir, env, maxBuffer: 16 << 20 });
+      });
       await pulumi("stack", "init", "dev");
       const fail = (...args: string[]) =>
         pulumi(...args).then(
@@ -390,12 +381,7 @@ export const vmIds = group.vmIds;
       }>(await project.gci(["stack", "up", "--json"]));
       expect(up.summary.resourceChanges).toMatchObject({ create: 2 });
       expect(up.outputs).toEqual({ requestId: id, vmIds: [first] });
-      const preview = summaryOf<{ changeSummary: Record<string, number> }>(
-        await project.gci(["stack", "preview", "--json"]),
-      );
-      expect(Object.keys(preview.changeSummary)).toEqual(["same"]);
-      summaryOf(await project.gci(["stack", "destroy", "--json"]));
-      expect(await liveIds(id)).toEqual([]);
+      await previewsNothingThenDestroys(project, id);
     });
   });
 

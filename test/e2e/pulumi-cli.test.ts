@@ -1,14 +1,9 @@
-import { execFile } from "child_process";
 import * as path from "path";
-import { promisify } from "util";
 import { SqliteCatalog } from "../../provider/catalog";
-import { engineEnv } from "../../provider/engine/env";
 import { REPO, TempProject, engineVersion, tempProject } from "../support/engine";
 import { processImage } from "../support/guest";
 import { TestWorld, testWorld } from "../support/world";
-import { worldSnapshot } from "./support";
-
-const execFileP = promisify(execFile);
+import { pulumiCli, worldSnapshot } from "./support";
 
 /**
  * `pulumi` itself in a project folder, as a user runs it after `eval "$(gci env)"`: the CLI
@@ -16,7 +11,6 @@ const execFileP = promisify(execFile);
  */
 describe("the pulumi CLI run directly in a project folder", () => {
   let project: TempProject;
-  let env: NodeJS.ProcessEnv;
 
   beforeAll(async () => {
     const engine = await engineVersion();
@@ -33,14 +27,12 @@ const dc = new gci.Datacenter("lab-1", {
 export const name = dc.name;
 `,
     );
-    env = { ...process.env, ...engineEnv({ stateDir: project.stateDir }) };
     await pulumi(["stack", "init", "dev"]);
   });
 
   afterAll(() => project?.remove());
 
-  const pulumi = (args: string[]) =>
-    execFileP("pulumi", [...args, "--non-interactive"], { cwd: project.dir, env, maxBuffer: 16 << 20 });
+  const pulumi = (args: string[]) => pulumiCli(project.dir, project.stateDir)(...args);
 
   it("previews, ups, previews no changes, refreshes with no drift and destroys", async () => {
     const preview = await pulumi(["preview"]);
@@ -86,12 +78,10 @@ new gci.VirtualMachineGroup("web-eu", { catalog, image, region: "eu", count: 1, 
   });
 
   it("lists each group's planned transfer (source, destination, bytes) and moves nothing", async () => {
-    const env = { ...process.env, ...engineEnv({ stateDir: project.stateDir }) };
-    const pulumi = (args: string[]) =>
-      execFileP("pulumi", [...args, "--non-interactive"], { cwd: project.dir, env, maxBuffer: 16 << 20 });
-    await pulumi(["stack", "init", "ci"]);
+    const pulumi = pulumiCli(project.dir, project.stateDir);
+    await pulumi("stack", "init", "ci");
     const before = await worldSnapshot(world);
-    const { stdout } = await pulumi(["preview", "--json"]);
+    const { stdout } = await pulumi("preview", "--json");
     const preview = JSON.parse(stdout) as {
       steps: { op: string; urn: string; newState?: { inputs?: Record<string, unknown> } }[];
     };

@@ -70,6 +70,16 @@ export function stackRunner(dir: string, stack: string, stateDir: string): Stack
   };
 }
 
+/**
+ * The real `pulumi` CLI in a project folder, as a user runs it after `eval "$(gci env)"`: the
+ * offline engine environment with its state in `stateDir`, plus `env`. Rejects on a non-zero exit.
+ */
+export function pulumiCli(dir: string, stateDir: string, env: NodeJS.ProcessEnv = {}) {
+  const full = { ...process.env, ...engineEnv({ stateDir }), ...env };
+  return (...args: string[]) =>
+    execFileP("pulumi", [...args, "--non-interactive"], { cwd: dir, env: full, maxBuffer: 16 << 20 });
+}
+
 /** SIGKILL of a process and every descendant (the pulumi CLI, and the dynamic-provider plugin it started). */
 export function killTree(pid: number): number[] {
   const children = new Map<number, number[]>();
