@@ -12,7 +12,7 @@ import type {
 import type { Catalog, PlacementRecord } from "../catalog";
 import { ClusterClient } from "../client";
 import { dataLoss, GciError, notFound, unavailable } from "../errors";
-import { type ImageInfo, type ImageStore, readImage } from "../image";
+import { type ImageInfo, type ImageStore, checkChunkList, readImage } from "../image";
 import { toStatus } from "../rpc/status";
 import type { Logger } from "./log";
 
@@ -84,7 +84,11 @@ export async function transmit(
           await sent(data.length);
         }
         next?.catch(() => undefined);
-        await new Promise<void>((resolve) => socket.end(resolve));
+        // Flushed, or closed by the receiver (which ended or cancelled the transfer).
+        await new Promise<void>((resolve) => {
+          socket.once("close", resolve);
+          socket.end(resolve);
+        });
       } finally {
         socket.destroy();
       }
@@ -436,7 +440,8 @@ export class ImagePuller {
       try {
         for await (const msg of stream as AsyncIterable<TransmitImageResponse__Output>) {
           if (msg.layout) {
-            layout = msg.layout.chunks;
+            // Sizes bound what the data socket makes us allocate: checked before anything arrives.
+            layout = checkChunkList(digest, msg.layout.chunks);
             name = msg.layout.name;
             bytesTotal = Number(msg.layout.size_bytes);
             for (const c of layout) {

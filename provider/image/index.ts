@@ -3,7 +3,7 @@
  * store a cluster manager keeps them in.
  */
 
-export { CHUNK_SIZE, GC_GRACE_MS, MAX_CHUNK_BYTES, ImageStore } from "./store";
+export { CHUNK_SIZE, GC_GRACE_MS, MAX_CHUNK_BYTES, ImageStore, checkChunkList } from "./store";
 export type {
   ChunkRef,
   CommitImageOptions,

@@ -562,8 +562,8 @@ function checkName(manifest: Manifest, name: string | undefined): void {
   }
 }
 
-/** A chunk list given as input: non-empty, each entry a chunk name and a size. */
-function checkChunkList(digest: string, chunks: readonly ChunkRef[]): ChunkRef[] {
+/** A chunk list given as input, checked: not empty, sha256 names, sizes 1 to MAX_CHUNK_BYTES. */
+export function checkChunkList(digest: string, chunks: readonly ChunkRef[]): ChunkRef[] {
   if (!Array.isArray(chunks) || chunks.length === 0) {
     throw invalid(`the chunk list of image ${digest} is empty; pass every chunk of the archive, in order.`);
   }
