@@ -76,7 +76,14 @@ function supplyProviderOnImport(hostRequire: NodeJS.Require): void {
 function main(): void {
   // The project's @pulumi/pulumi, as the stock launcher would run it; else this package's.
   const host = require.resolve("@pulumi/pulumi/cmd/dynamic-provider", { paths: [process.cwd(), __dirname] });
-  supplyProviderOnImport(createRequire(host));
+  try {
+    supplyProviderOnImport(createRequire(host));
+  } catch (e) {
+    // Another @pulumi/pulumi layout: everything but import still works through the stock host.
+    process.stderr.write(
+      `pulumi-resource-pulumi-nodejs (gci): import of GCI resources is off: ${String(e)}\n`,
+    );
+  }
   // The stock host serves the engine at the address in process.argv[2] as soon as it loads.
   require(host);
 }
