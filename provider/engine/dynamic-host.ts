@@ -84,6 +84,13 @@ function main(): void {
       `pulumi-resource-pulumi-nodejs (gci): import of GCI resources is off: ${String(e)}\n`,
     );
   }
+  // The stock host prints `${e}: ${e.stack}` before it answers a failed check, diff or read with
+  // the error. GCI's errors say what to do in their message, which the engine shows: no trace.
+  const print = console.error;
+  console.error = (...args: unknown[]) => {
+    if (typeof args[0] === "string" && args[0].startsWith("GciError: ")) return;
+    print(...args);
+  };
   // The stock host serves the engine at the address in process.argv[2] as soon as it loads.
   require(host);
 }
