@@ -2,7 +2,7 @@ import { randomUUID } from "crypto";
 import * as fs from "fs";
 import { Command } from "commander";
 import { invalid } from "../errors";
-import { Manifest, MANIFEST_SCHEMA, packDirectory } from "../image";
+import { MANIFEST_SCHEMA, assertManifest, packDirectory } from "../image";
 import { bytes, ProgressBar, table } from "./output";
 import { clientFor, requireWorld, withCatalog, worldDir } from "./world";
 
@@ -55,16 +55,24 @@ export function imageCommand(): Command {
     .option("--port <n...>", "guest TCP port to forward (repeatable)")
     .option("--json", "print {digest, sizeBytes} as JSON")
     .action(async (dir: string, opts) => {
-      const manifest: Manifest = opts.manifest
-        ? JSON.parse(fs.readFileSync(opts.manifest, "utf8"))
-        : {
-            schema: MANIFEST_SCHEMA,
-            name: opts.name,
-            driver: opts.driver,
-            ...(opts.kernel ? { kernel: opts.kernel } : {}),
-            ...(opts.initrd ? { initrd: opts.initrd } : {}),
-            ...(opts.port ? { ports: (opts.port as string[]).map(Number) } : {}),
-          };
+      if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+        throw invalid(`"${dir}" is not a directory: give the folder to pack (its files become the image)`);
+      }
+      const manifest = assertManifest(
+        opts.manifest
+          ? readJson(opts.manifest, "--manifest")
+          : {
+              schema: MANIFEST_SCHEMA,
+              name: opts.name,
+              driver: opts.driver,
+              ...(opts.kernel ? { kernel: opts.kernel } : {}),
+              ...(opts.initrd ? { initrd: opts.initrd } : {}),
+              ...(opts.port ? { ports: (opts.port as string[]).map(Number) } : {}),
+            },
+        opts.manifest
+          ? `manifest ${opts.manifest}`
+          : "the manifest given by --name, --driver, --kernel, --initrd, --port",
+      );
       const result = await packDirectory(dir, manifest, opts.output);
       if (opts.json) console.log(JSON.stringify(result));
       else console.log(`${result.digest}  ${bytes(result.sizeBytes)}  ${opts.output}`);
@@ -148,4 +156,21 @@ export function transfersCommand(): Command {
         );
       }
     });
+}
+
+/** A JSON file a flag names, or INVALID_ARGUMENT naming the flag, the file and what is wrong. */
+function readJson(file: string, flag: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw invalid(
+      `${flag} ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)}): check the path`,
+    );
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw invalid(`${flag} ${file} is not JSON (${(e as Error).message}): fix the file`);
+  }
 }

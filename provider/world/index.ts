@@ -275,8 +275,7 @@ export interface DatacenterStatus {
 
 /** Health (from the gRPC health service), images and transfers of each datacenter. */
 export async function worldStatus(dir: string): Promise<DatacenterStatus[]> {
-  const state = readWorld(path.resolve(dir));
-  if (!state) throw precondition(`no world runs in "${dir}": start one with \`gci world up\``);
+  const state = requireWorld(path.resolve(dir));
   const catalog = await openCatalog(state.catalog);
   try {
     const placements = await catalog.listPlacements();
