@@ -17,6 +17,12 @@ export { MAX_EXTENDED_HEADER_BYTES, packDirectory, readImage, validateArchive } 
 export type { ArchiveEntry, ArchiveSource, ImageInfo, PackResult, ReadImageOptions } from "./format";
 export { extractImage } from "./extract";
 export type { ExtractImageOptions } from "./extract";
-export { MANIFEST_NAME, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, assertManifest, checkManifest } from "./manifest";
+export {
+  MANIFEST_NAME,
+  MANIFEST_SCHEMA,
+  MAX_MANIFEST_BYTES,
+  assertManifest,
+  checkManifest,
+} from "./manifest";
 export type { Driver, Manifest, ManifestProblem } from "./manifest";
 export type { EntryKind } from "./paths";
