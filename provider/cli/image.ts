@@ -3,7 +3,7 @@ import * as fs from "fs";
 import { Command } from "commander";
 import { invalid } from "../errors";
 import { MANIFEST_SCHEMA, assertManifest, packDirectory } from "../image";
-import { bytes, ProgressBar, table } from "./output";
+import { bytes, ProgressBar, table, wholeNumber } from "./output";
 import { clientFor, requireWorld, withCatalog, worldDir } from "./world";
 
 export function imageCommand(): Command {
@@ -52,7 +52,10 @@ export function imageCommand(): Command {
     .option("--driver <driver>", "qemu or process", "qemu")
     .option("--kernel <path>", "kernel, relative to <dir> (qemu)")
     .option("--initrd <path>", "initramfs, relative to <dir> (qemu)")
-    .option("--port <n...>", "guest TCP port to forward (repeatable)")
+    .option("--port <n...>", "guest TCP port to forward (repeatable)", (v: string, prev: number[] = []) => [
+      ...prev,
+      wholeNumber(1, 65535)(v),
+    ])
     .option("--json", "print {digest, sizeBytes} as JSON")
     .action(async (dir: string, opts) => {
       if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
@@ -67,7 +70,7 @@ export function imageCommand(): Command {
               driver: opts.driver,
               ...(opts.kernel ? { kernel: opts.kernel } : {}),
               ...(opts.initrd ? { initrd: opts.initrd } : {}),
-              ...(opts.port ? { ports: (opts.port as string[]).map(Number) } : {}),
+              ...(opts.port ? { ports: opts.port as number[] } : {}),
             },
         opts.manifest
           ? `manifest ${opts.manifest}`

@@ -1,4 +1,19 @@
+import { InvalidArgumentError } from "commander";
 /** Renders rows as an aligned text table with a header, for people; scripts use --json. */
+/**
+ * A parser for a whole-number flag from `min` to `max`, for commander: anything else is refused
+ * with the value and the range, before any request is sent.
+ */
+export function wholeNumber(min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
+      throw new InvalidArgumentError(`give a whole number from ${min} to ${max}.`);
+    }
+    return n;
+  };
+}
+
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: readonly string[]) =>

@@ -3,7 +3,7 @@ import { Command } from "commander";
 import { ClusterClient, Operation, waitForOperation } from "../client";
 import { invalid } from "../errors";
 import { WorldState } from "../world";
-import { ProgressBar, table } from "./output";
+import { ProgressBar, table, wholeNumber } from "./output";
 import { clientFor, requireWorld, withCatalog, worldDir } from "./world";
 
 const kindOf = (id: string) => (id.startsWith("proc-") ? "process" : "vm");
@@ -35,11 +35,11 @@ export function vmCommand(): Command {
     .requiredOption("--image <digest>", "the image's digest (see `gci image ls`)")
     .option("--region <name>", "the region to run in (a datacenter is picked by free capacity)")
     .option("--dc <name>", "the datacenter to run in")
-    .option("--count <n>", "how many VMs", "1")
+    .option("--count <n>", "how many VMs (1 to 1000)", wholeNumber(1, 1000), 1)
     .option("--size <name>", "machine size: nano, micro, small, medium, large", "micro")
     .option("--via <name>", "the cluster manager to send the request to (default: one holding the image)")
     .option("--request-id <id>", "idempotency key (default: a new UUID); repeat it to get the same VMs")
-    .option("--timeout <seconds>", "give up waiting after this long", "600")
+    .option("--timeout <seconds>", "give up waiting after this long", wholeNumber(1, 86_400), 600)
     .option("--world <dir>", "world folder")
     .option("--json", "print the finished operation and the VMs as JSON")
     .action(async (opts) => {
@@ -62,10 +62,10 @@ export function vmCommand(): Command {
           image_digest: opts.image,
           region: opts.region ?? "",
           datacenter: opts.dc ?? "",
-          count: Number(opts.count),
+          count: opts.count,
           machine_size: opts.size,
         });
-        const done = await follow(state, via, client, op, Number(opts.timeout) * 1000, (o) => {
+        const done = await follow(state, via, client, op, opts.timeout * 1000, (o) => {
           const p = o.progress;
           if (!p || opts.json) return;
           if (p.phase === "transfer")
@@ -154,13 +154,13 @@ export function vmCommand(): Command {
   cmd
     .command("logs <vm-id>")
     .description("the serial console of a VM (or the output of a process instance)")
-    .option("--tail <bytes>", "how much of the end", "65536")
+    .option("--tail <bytes>", "how much of the end", wholeNumber(1, 64 << 20), 65536)
     .option("--world <dir>", "world folder")
     .action(async (vmId: string, opts) => {
       const state = requireWorld(worldDir(opts.world));
       const client = clientFor(state, state.datacenters[0].name);
       try {
-        process.stdout.write(await client.getVmLogs(vmId, Number(opts.tail)));
+        process.stdout.write(await client.getVmLogs(vmId, opts.tail));
       } finally {
         client.close();
       }

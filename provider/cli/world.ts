@@ -12,7 +12,7 @@ import {
   worldDir,
   worldStatus,
 } from "../world";
-import { table } from "./output";
+import { table, wholeNumber } from "./output";
 
 export { requireWorld, worldDir } from "../world";
 
@@ -51,7 +51,11 @@ export function worldCommand(): Command {
       "a region and its number of datacenters, repeatable (e.g. --region us:2 --region eu)",
       (value: string, previous: string[] = []) => [...previous, value],
     )
-    .option("--max-transfer-rate <bytes>", "cap each cluster manager's outgoing transfers, bytes/s")
+    .option(
+      "--max-transfer-rate <bytes>",
+      "cap each cluster manager's outgoing transfers, bytes/s",
+      wholeNumber(1, Number.MAX_SAFE_INTEGER),
+    )
     .option("--json", "print the world as JSON")
     .action(async (opts) => {
       const spec = opts.config
