@@ -67,12 +67,26 @@ export function main(argv: string[]): void {
       }
       const message = GciError.isInstance(e)
         ? `${e.code}: ${e.message}`
-        : e instanceof Error
-          ? e.message
-          : String(e);
+        : (engineFailure(e) ?? (e instanceof Error ? e.message : String(e)));
       console.error(`gci: ${message}`);
       process.exitCode = 1;
     });
+}
+
+/**
+ * What a pulumi CLI run that failed under the Automation API printed to stderr — its errors,
+ * without stack traces — or undefined for any other error. (The CommandError's message holds
+ * the whole run, which `gci stack` has shown as it ran.)
+ */
+function engineFailure(e: unknown): string | undefined {
+  const result = (e as { commandResult?: { stderr?: unknown; err?: { stderr?: unknown } } })?.commandResult;
+  // The process's own stderr when the run was started; else the reason it could not be.
+  const stderr = result?.err?.stderr ?? result?.stderr;
+  if (typeof stderr !== "string") return undefined;
+  const lines = stderr
+    .split("\n")
+    .filter((l) => !l.startsWith("Command failed with exit code") && !/^\s+at /.test(l));
+  return `pulumi failed:\n${lines.join("\n").trim()}`;
 }
 
 /** Quotes a value for a POSIX shell. */

@@ -111,6 +111,10 @@ new gci.VirtualMachineGroup("web", { catalog, image: ${JSON.stringify(MISSING_IM
     const run = await project.gci(["stack", "preview", "--json"]);
     expect(run.code).not.toBe(0);
     expect(run.stderr).toContain("the catalog stack output is malformed");
+    // pulumi's errors as it printed them: not the Automation API's dump, not a stack trace.
+    expect(run.stderr).toContain("gci: pulumi failed:\nerror: ");
+    expect(run.stderr).not.toContain("err?:");
+    expect(run.stderr).not.toMatch(/^\s+at /m);
     for (const problem of [
       "catalog stack output.catalog: is missing",
       "catalog stack output.regions: is missing",
