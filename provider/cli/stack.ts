@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import type { EngineEvent } from "@pulumi/pulumi/automation";
 import { previewReport } from "../dynamic";
+import { invalid } from "../errors";
 import { openStack } from "../engine/stack";
 
 type Op = "preview" | "up" | "refresh" | "destroy" | "output" | "cancel";
@@ -56,11 +57,17 @@ interface OpOptions {
 }
 
 async function runOp(op: Op, opts: OpOptions): Promise<void> {
-  const stack = await openStack({ projectDir: opts.dir, stackName: opts.stack, stateDir: opts.state });
+  const stack = await openStack({
+    projectDir: opts.dir,
+    stackName: opts.stack,
+    stateDir: opts.state,
+    // Only preview and up bring a stack into being; the others need one.
+    create: op === "preview" || op === "up",
+  });
   for (const pair of opts.config ?? []) {
     const eq = pair.indexOf("=");
     if (eq <= 0)
-      throw new Error(`--config "${pair}" is not key=value: write it as e.g. --config gci:region=eu`);
+      throw invalid(`--config "${pair}" is not key=value: write it as e.g. --config gci:region=eu`);
     await stack.setConfig(pair.slice(0, eq), { value: pair.slice(eq + 1) });
   }
   const out = opts.json ? process.stderr : process.stdout;

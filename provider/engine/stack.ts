@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as auto from "@pulumi/pulumi/automation";
-import { invalid } from "../errors";
+import { invalid, notFound } from "../errors";
 import { engineEnv } from "./env";
 import { loadProgram, programEntry } from "./program";
 import { ENGINE_VERSION, engineBinDir } from "./paths";
@@ -16,6 +16,8 @@ export interface StackArgs {
    * @default engineEnv's default ($GCI_STATE or <package root>/.gci)
    */
   readonly stateDir?: string;
+  /** Create the stack when it does not exist (preview, up); otherwise that is NOT_FOUND. @default true */
+  readonly create?: boolean;
 }
 
 /**
@@ -38,10 +40,18 @@ export async function openStack(args: StackArgs): Promise<auto.Stack> {
     skipVersionCheck: true,
   });
   const program = async () => loadProgram(entry);
-  return auto.LocalWorkspace.createOrSelectStack(
-    { stackName: args.stackName, projectName, program },
-    { workDir: projectDir, envVars, pulumiCommand },
-  );
+  const stackArgs = { stackName: args.stackName, projectName, program };
+  const options = { workDir: projectDir, envVars, pulumiCommand };
+  if (args.create ?? true) return auto.LocalWorkspace.createOrSelectStack(stackArgs, options);
+  try {
+    return await auto.LocalWorkspace.selectStack(stackArgs, options);
+  } catch (e) {
+    if (!(e instanceof auto.StackNotFoundError)) throw e;
+    throw notFound(
+      `stack "${args.stackName}" of project ${projectName} does not exist in ${envVars.PULUMI_BACKEND_URL}: ` +
+        `check --stack and --state, or create it with \`gci stack up\``,
+    );
+  }
 }
 
 function readProjectName(projectDir: string): string {

@@ -1,3 +1,4 @@
+import * as fs from "fs";
 import * as path from "path";
 import { SqliteCatalog } from "../../provider/catalog";
 import { ENGINE_VERSION } from "../../provider/engine/paths";
@@ -88,5 +89,15 @@ export const type = dc.urn.apply((u) => u.split("::")[2]);
     expect(run.code).toBe(0);
     expect(JSON.parse(run.stdout).summary.resourceChanges).toEqual({ delete: 2 });
     expect(await catalogDatacenters()).toEqual([]);
+  });
+
+  it("refuses to refresh, destroy or read a stack that does not exist, creating none", async () => {
+    for (const op of ["output", "refresh", "destroy", "cancel"]) {
+      const run = await project.gci(["stack", op, "--stack", "nosuch"]);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('NOT_FOUND: stack "nosuch" of project');
+      expect(run.stderr).toContain("check --stack and --state, or create it with `gci stack up`");
+    }
+    expect(fs.existsSync(path.join(project.dir, "Pulumi.nosuch.yaml"))).toBe(false);
   });
 });
