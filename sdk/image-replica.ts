@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { CatalogInput, catalogValue } from "./catalog";
-import { Image } from "./image";
+import { Image, dependOnImage, imageInputs } from "./image";
 import { requestKey } from "./key";
 import { providerFor } from "./provider";
 import type { TransferInfo } from "./virtual-machine-group";
@@ -31,20 +31,12 @@ export class ImageReplica extends pulumi.dynamic.Resource {
   declare readonly transfer: pulumi.Output<TransferInfo | null>;
 
   constructor(name: string, args: ImageReplicaArgs, opts?: pulumi.CustomResourceOptions) {
-    const image = Image.isInstance(args.image) ? args.image : undefined;
     super(
       providerFor("ImageReplica"),
       name,
       {
         catalog: catalogValue(args.catalog),
-        image: image ? image.prepared.digest : args.image,
-        imageHint: image
-          ? image.prepared.apply((p) => ({
-              datacenter: p.datacenter,
-              sizeBytes: p.sizeBytes,
-              ports: p.ports,
-            }))
-          : null,
+        ...imageInputs(args.image),
         datacenter: args.datacenter,
         timeoutSeconds: args.timeoutSeconds ?? 600,
         requestKey: requestKey("ImageReplica", name, opts),
@@ -52,7 +44,7 @@ export class ImageReplica extends pulumi.dynamic.Resource {
         plannedTransfer: undefined,
         transfer: undefined,
       },
-      image ? pulumi.mergeOptions(opts, { dependsOn: [image] }) : opts,
+      dependOnImage(args.image, opts),
       "gci",
       "ImageReplica",
     );

@@ -109,6 +109,31 @@ export class Image extends pulumi.dynamic.Resource {
   }
 }
 
+/**
+ * The `image` and `imageHint` inputs of a resource that uses an image: an Image of this program
+ * gives its digest and what the planner needs before it is uploaded (home datacenter, size,
+ * ports); a digest gives itself and no hint. @internal
+ */
+export function imageInputs(image: Image | pulumi.Input<string>) {
+  if (!Image.isInstance(image)) return { image, imageHint: null };
+  return {
+    image: image.prepared.digest,
+    imageHint: image.prepared.apply((p) => ({
+      datacenter: p.datacenter,
+      sizeBytes: p.sizeBytes,
+      ports: p.ports,
+    })),
+  };
+}
+
+/** `opts`, depending on `image` when it is an Image of this program. @internal */
+export function dependOnImage<T extends pulumi.ResourceOptions>(
+  image: Image | pulumi.Input<string>,
+  opts: T | undefined,
+): T | undefined {
+  return Image.isInstance(image) ? (pulumi.mergeOptions(opts, { dependsOn: [image] }) as T) : opts;
+}
+
 /** Reads (file) or packs (directory) the image in the program; a problem is passed on to check. */
 function prepareImage(args: ImageArgs): pulumi.Output<PreparedImage> {
   return pulumi

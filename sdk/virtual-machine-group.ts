@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { CatalogInput, catalogValue } from "./catalog";
-import { Image } from "./image";
+import { Image, dependOnImage, imageInputs } from "./image";
 import { requestKey } from "./key";
 import { providerFor } from "./provider";
 
@@ -78,20 +78,12 @@ export class VirtualMachineGroup extends pulumi.dynamic.Resource {
   declare readonly transfer: pulumi.Output<TransferInfo | null>;
 
   constructor(name: string, args: VirtualMachineGroupArgs, opts?: pulumi.CustomResourceOptions) {
-    const image = Image.isInstance(args.image) ? args.image : undefined;
     super(
       providerFor("VirtualMachineGroup"),
       name,
       {
         catalog: catalogValue(args.catalog),
-        image: image ? image.prepared.digest : args.image,
-        imageHint: image
-          ? image.prepared.apply((p) => ({
-              datacenter: p.datacenter,
-              sizeBytes: p.sizeBytes,
-              ports: p.ports,
-            }))
-          : null,
+        ...imageInputs(args.image),
         region: args.region,
         datacenter: args.datacenter,
         count: args.count,
@@ -108,7 +100,7 @@ export class VirtualMachineGroup extends pulumi.dynamic.Resource {
         urls: undefined,
         transfer: undefined,
       },
-      image ? pulumi.mergeOptions(opts, { dependsOn: [image] }) : opts,
+      dependOnImage(args.image, opts),
       "gci",
       "VirtualMachineGroup",
     );

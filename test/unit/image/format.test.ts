@@ -16,7 +16,6 @@ import {
 import { join } from "path";
 import { Writable } from "stream";
 import * as tar from "tar-stream";
-import { GciError } from "../../../provider/errors";
 import * as format from "../../../provider/image/format";
 import {
   type ArchiveEntry,
@@ -32,6 +31,7 @@ import {
   CORPUS_DIR,
   ESCAPES,
   QEMU_MANIFEST,
+  failure,
   listTree,
   makeImageDir,
   removeSandbox,
@@ -45,16 +45,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await removeSandbox(box);
 });
-
-/** The error a promise rejects with, asserted to be a GciError. */
-async function failure(p: Promise<unknown>): Promise<GciError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  if (!GciError.isInstance(e)) throw new Error(`expected a GciError, got ${String(e)}`);
-  return e;
-}
 
 const sha256 = async (path: string): Promise<string> =>
   `sha256:${createHash("sha256")

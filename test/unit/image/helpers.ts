@@ -7,6 +7,7 @@ import { randomBytes } from "crypto";
 import { chmod, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "fs/promises";
 import { tmpdir } from "os";
 import { join } from "path";
+import { GciError } from "../../../provider/errors";
 import type { Manifest } from "../../../provider/image";
 
 export const CORPUS_DIR = join(__dirname, "..", "..", "fixtures", "bad-archives");
@@ -100,4 +101,14 @@ export async function listTree(dir: string): Promise<string[]> {
   };
   await walk("");
   return found.sort();
+}
+
+/** The error a promise rejects with, asserted to be a GciError. */
+export async function failure(p: Promise<unknown>): Promise<GciError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!GciError.isInstance(e)) throw new Error(`expected a GciError, got ${String(e)}`);
+  return e;
 }

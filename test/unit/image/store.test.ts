@@ -4,9 +4,17 @@ import { chmod, readFile, readdir, writeFile } from "fs/promises";
 import { join } from "path";
 import { PassThrough, Readable } from "stream";
 import { pipeline } from "stream/promises";
-import { GciError } from "../../../provider/errors";
 import { CHUNK_SIZE, type ImageEntry, ImageStore, packDirectory } from "../../../provider/image";
-import { CORPUS, CORPUS_DIR, QEMU_MANIFEST, listTree, makeImageDir, removeSandbox, sandbox } from "./helpers";
+import {
+  CORPUS,
+  CORPUS_DIR,
+  QEMU_MANIFEST,
+  failure,
+  listTree,
+  makeImageDir,
+  removeSandbox,
+  sandbox,
+} from "./helpers";
 
 let box: string;
 let root: string;
@@ -17,15 +25,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await removeSandbox(box);
 });
-
-async function failure(p: Promise<unknown>): Promise<GciError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  if (!GciError.isInstance(e)) throw new Error(`expected a GciError, got ${String(e)}`);
-  return e;
-}
 
 const sha256 = (data: Buffer): string => createHash("sha256").update(data).digest("hex");
 
