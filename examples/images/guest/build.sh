@@ -27,7 +27,7 @@ for tool in cpio gzip find sort; do
   command -v "$tool" >/dev/null || die "\"$tool\" is not installed; run: apt-get install -y cpio gzip findutils coreutils"
 done
 BUSYBOX=/bin/busybox
-[ -x "$BUSYBOX" ] && "$BUSYBOX" --list | grep -qx httpd ||
+[ -x "$BUSYBOX" ] && "$BUSYBOX" --list | grep -x httpd >/dev/null ||
   die "$BUSYBOX (static, with httpd) is missing; run: apt-get install -y busybox-static"
 
 if [ -z "${KERNEL_VERSION:-}" ]; then

@@ -23,7 +23,7 @@ done
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 BUSYBOX=/bin/busybox
-[ -x "$BUSYBOX" ] && "$BUSYBOX" --list | grep -qx httpd ||
+[ -x "$BUSYBOX" ] && "$BUSYBOX" --list | grep -x httpd >/dev/null ||
   die "$BUSYBOX (static, with httpd) is missing; run: apt-get install -y busybox-static"
 
 WORK="$(mktemp -d)"
