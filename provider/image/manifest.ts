@@ -19,6 +19,48 @@ const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]*$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MAX_TEXT = 4096;
 
+/**
+ * Variables that change what a program loads or runs before its own code does: the dynamic
+ * loader's (LD_*), glibc's other "unsecure" ones (those it drops for setuid programs), and the
+ * shells' start-up hooks. An image's environment reaches only its own entrypoint, inside the
+ * sandbox, but a manifest naming one of these is a sign of an attack on whatever runs it, so it
+ * is refused outright rather than filtered.
+ */
+const FORBIDDEN_ENV_PREFIXES = ["LD_", "GCI_", "MALLOC_"];
+const FORBIDDEN_ENV = new Set([
+  "BASH_ENV",
+  "ENV",
+  "GCONV_PATH",
+  "GETCONF_DIR",
+  "GLIBC_TUNABLES",
+  "HOSTALIASES",
+  "IFS",
+  "LOCALDOMAIN",
+  "LOCPATH",
+  "NIS_PATH",
+  "NLSPATH",
+  "PS4",
+  "RESOLV_HOST_CONF",
+  "RES_OPTIONS",
+  "SHELLOPTS",
+  "BASHOPTS",
+  "TMPDIR",
+  "TZDIR",
+]);
+
+/** Why an environment variable's name is refused, or undefined when it may be set. */
+export function forbiddenEnv(name: string): string | undefined {
+  const prefix = FORBIDDEN_ENV_PREFIXES.find((p) => name.startsWith(p));
+  if (prefix === "GCI_") return `is reserved: the driver sets GCI_* variables itself; rename it`;
+  if (prefix !== undefined || FORBIDDEN_ENV.has(name)) {
+    return (
+      `is not allowed: ${name} changes what the dynamic loader, libc or a shell loads before the ` +
+      `program runs; remove it (put what it configures into the image's files instead)`
+    );
+  }
+  return undefined;
+}
+
 /** How an image's VMs are run. */
 export type Driver = "qemu" | "process";
 
@@ -112,6 +154,8 @@ const FIELDS: Readonly<Record<keyof Manifest, Checker>> = {
           property: `${p}.${key}`,
           reason: `is not a valid variable name; use [A-Za-z_][A-Za-z0-9_]*`,
         });
+      } else if (forbiddenEnv(key) !== undefined) {
+        out.push({ property: `${p}.${key}`, reason: forbiddenEnv(key)! });
       }
       checkText(value, `${p}.${key}`, out);
     }

@@ -179,6 +179,24 @@ describe("packDirectory", () => {
 });
 
 describe("checkManifest", () => {
+  it("refuses variables the loader, libc or a shell acts on, naming each", () => {
+    const problems = checkManifest({
+      ...QEMU_MANIFEST,
+      env: {
+        LD_PRELOAD: "/x.so",
+        LD_LIBRARY_PATH: "/l",
+        GLIBC_TUNABLES: "a",
+        BASH_ENV: "/e",
+        GCI_ID: "me",
+        OK: "1",
+      },
+    });
+    expect(problems.map((p) => p.property).sort()).toEqual(
+      ["env.BASH_ENV", "env.GCI_ID", "env.GLIBC_TUNABLES", "env.LD_LIBRARY_PATH", "env.LD_PRELOAD"].sort(),
+    );
+    expect(problems.find((p) => p.property === "env.LD_PRELOAD")?.reason).toMatch(/LD_PRELOAD .*remove it/);
+  });
+
   test("accepts a process image and reports every problem of a bad one", () => {
     expect(
       checkManifest({
