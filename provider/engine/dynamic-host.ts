@@ -15,6 +15,7 @@
 import * as path from "path";
 import { createRequire } from "module";
 import { handlers } from "../dynamic/handlers";
+import { exitWithParent } from "./parent";
 
 const PROVIDER_KEY = "__provider";
 const GCI_TYPE = /^pulumi-nodejs:dynamic\/gci:([A-Za-z]+)$/;
@@ -74,6 +75,7 @@ function supplyProviderOnImport(hostRequire: NodeJS.Require): void {
 }
 
 function main(): void {
+  exitWithParent();
   // The project's @pulumi/pulumi, as the stock launcher would run it; else this package's.
   const host = require.resolve("@pulumi/pulumi/cmd/dynamic-provider", { paths: [process.cwd(), __dirname] });
   try {

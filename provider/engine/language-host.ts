@@ -1,5 +1,6 @@
 import * as path from "path";
 import * as grpc from "@grpc/grpc-js";
+import { exitWithParent } from "./parent";
 import { loadProgram, programEntry } from "./program";
 
 /**
@@ -42,6 +43,7 @@ class ProjectLanguageServer extends LanguageServer {
 }
 
 async function main(argv: string[]): Promise<void> {
+  exitWithParent();
   const engineAddress = argv.filter((a) => !a.startsWith("-")).pop() ?? "";
   const server = new grpc.Server({ "grpc.max_receive_message_length": 400 * 1024 * 1024 });
   server.addService(langrpc.LanguageRuntimeService, new ProjectLanguageServer(engineAddress));
