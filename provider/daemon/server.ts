@@ -15,7 +15,7 @@ import type { StopVmsRequest__Output } from "../../schema/gen/gci/v1/StopVmsRequ
 import type { UploadHeader__Output } from "../../schema/gen/gci/v1/UploadHeader";
 import type { Vm__Output } from "../../schema/gen/gci/v1/Vm";
 import { Catalog, DatacenterRecord, openCatalog, VmGroupRecord, VmRecord } from "../catalog";
-import { checkDigest, checkId } from "../catalog/validate";
+import { checkDigest, checkId, checkVmId } from "../catalog/validate";
 import { ClusterClient } from "../client";
 import { exhausted, GciError, invalid, notFound, precondition } from "../errors";
 import { ImageStore } from "../image";
@@ -88,7 +88,10 @@ export class ClusterManager {
   /** Opens the catalog and store, starts serving, registers the datacenter; returns its endpoint. */
   async start(): Promise<string> {
     const { datacenter, region } = this.args;
-    this.catalog = await openCatalog(this.args.catalog);
+    // A record written around GCI is left out of lists, and named in this datacenter's log.
+    this.catalog = await openCatalog(this.args.catalog, {
+      onBadRecord: (e) => this.log.warn("catalog.bad_record", { error: e.message }),
+    });
     this.store = new ImageStore(path.join(this.args.dataDir, "images"));
     this.puller = new ImagePuller({
       datacenter,
@@ -663,7 +666,7 @@ export class ClusterManager {
 
   /** The datacenter's VM record for an id, or NOT_FOUND. */
   private async vm(id: string): Promise<Vm__Output> {
-    checkId("vm id", id);
+    checkVmId("VM id", id);
     const record = await this.catalog.getVm(id);
     if (!record) throw notFound(`VM "${id}" is not known: list them with \`gci vm ls\``);
     return vmOutput(record, await this.catalog.getVmGroup(record.requestId));
