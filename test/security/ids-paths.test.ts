@@ -160,6 +160,37 @@ describe("ids that become paths", () => {
     expect(answer).toMatchObject({ code: "DATA_LOSS", message: expect.stringContaining(c.file) });
   });
 
+  it("GetVmLogs does not follow a log file planted as a symbolic link to the canary", async () => {
+    const c = canary("logs-symlink");
+    const id = "proc-0123456789-1";
+    const runDir = path.join(world.dc("eu-1").dataDir, "instances", id);
+    const logFile = path.join(runDir, "output.log");
+    fs.mkdirSync(runDir, { recursive: true });
+    fs.writeFileSync(
+      path.join(runDir, "instance.json"),
+      JSON.stringify({
+        id,
+        kind: "process",
+        pid: process.pid,
+        startTime: "1",
+        runDir,
+        logFile,
+        addresses: {},
+      }),
+    );
+    fs.symlinkSync(c.file, logFile);
+    forgeVm(id, "forged-symlink");
+    const answer = await world
+      .client("eu-1")
+      .getVmLogs(id)
+      .then(
+        (text) => ({ text }),
+        (e: { code?: string; message: string }) => ({ code: e.code, message: e.message }),
+      );
+    expect(answer).not.toHaveProperty("text", expect.stringContaining(c.text));
+    expect(answer).toMatchObject({ code: "DATA_LOSS", message: expect.stringContaining("symbolic link") });
+  });
+
   it("a forged record read back is refused by name, and the real VMs still list, log and stop", async () => {
     forgeVm("proc-abcdefabcd-0", "../../forged", "eu-1");
     const client = world.client("eu-1");
