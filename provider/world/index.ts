@@ -129,7 +129,40 @@ export function requireWorld(dir: string): WorldState {
 /** Reads <dir>/world.json, or undefined when no world was started there. */
 export function readWorld(dir: string): WorldState | undefined {
   const file = stateFile(dir);
-  return fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, "utf8")) as WorldState) : undefined;
+  if (!fs.existsSync(file)) return undefined;
+  let state: unknown;
+  try {
+    state = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw precondition(
+      `${file} is not JSON (${(e as Error).message}): stop its cluster managers by hand, then remove it`,
+    );
+  }
+  const problem = worldProblem(state);
+  if (problem !== undefined) {
+    throw precondition(
+      `${file} is not a world's record: ${problem}; stop its cluster managers by hand, then remove it`,
+    );
+  }
+  return state as WorldState;
+}
+
+/** What is wrong with a parsed world.json, if anything: its pids are signalled, so each is checked. */
+function worldProblem(value: unknown): string | undefined {
+  const state = value as WorldState;
+  if (typeof state !== "object" || state === null || !Array.isArray(state.datacenters)) {
+    return `"datacenters" is not a list`;
+  }
+  for (const dc of state.datacenters as unknown[]) {
+    const d = dc as Partial<DatacenterProcess>;
+    if (typeof d !== "object" || d === null || typeof d.name !== "string") return `a datacenter has no name`;
+    // pid 0 or -1 would signal a whole process group, or every process.
+    if (!Number.isSafeInteger(d.pid) || (d.pid as number) < 1)
+      return `pid ${JSON.stringify(d.pid)} of ${d.name} is not a process id`;
+    if (d.startTime !== undefined && !/^[0-9]+$/.test(String(d.startTime)))
+      return `startTime ${JSON.stringify(d.startTime)} of ${d.name} is not a start time`;
+  }
+  return undefined;
 }
 
 function writeWorld(state: WorldState): void {
@@ -158,7 +191,7 @@ export function daemonGone(dc: DatacenterProcess): string | undefined {
   if (dc.startTime !== undefined) {
     return isSameProcess(dc.pid, dc.startTime)
       ? undefined
-      : `pid ${dc.pid} now belongs to a process started later, not signalled`;
+      : `pid ${dc.pid} now belongs to another process (it started at another time), not signalled`;
   }
   return runsDaemonFor(dc.pid, dc.name)
     ? undefined
