@@ -232,7 +232,7 @@ export class ClusterManager {
         const groups = new Map(
           await Promise.all(
             [...new Set(records.map((v) => v.requestId))].map(
-              async (id) => [id, await this.catalog.getVmGroup(id)] as const,
+              async (id) => [id, await this.groupForListing(id)] as const,
             ),
           ),
         );
@@ -698,6 +698,17 @@ export class ClusterManager {
       this.log.info("stop.done", { requestId, startRequestId: group.requestId, stopped: n });
       return {};
     });
+  }
+
+  /** A VM's group for a listing: a bad group record (DATA_LOSS) is logged and listed without sizes. */
+  private async groupForListing(requestId: string): Promise<VmGroupRecord | undefined> {
+    try {
+      return await this.catalog.getVmGroup(requestId);
+    } catch (e) {
+      if (!GciError.isInstance(e) || e.code !== "DATA_LOSS") throw e;
+      this.log.warn("catalog.bad_record", { error: e.message });
+      return undefined;
+    }
   }
 
   /** The datacenter's VM record for an id, or NOT_FOUND. */

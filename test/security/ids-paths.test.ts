@@ -193,6 +193,12 @@ describe("ids that become paths", () => {
 
   it("a forged record read back is refused by name, and the real VMs still list, log and stop", async () => {
     forgeVm("proc-abcdefabcd-0", "../../forged", "eu-1");
+    // A VM whose own record is fine, in a group whose record is not.
+    forge(
+      "INSERT INTO vm_groups (request_id, datacenter, digest, count, vcpus, memory_mib, created_at) VALUES ('forged-bad-group', '../eu-1', ?, 1, 1, 256, 0)",
+      digest,
+    );
+    forgeVm("proc-bbbbbbbbbb-0", "forged-bad-group");
     const client = world.client("eu-1");
     await expect(client.getVm("proc-abcdefabcd-0")).rejects.toMatchObject({
       code: "DATA_LOSS",
