@@ -215,6 +215,18 @@ describe("ids that become paths", () => {
     expect(await client.listVms(realRequest)).toEqual([]);
   });
 
+  it("a cluster manager restarts despite a run folder holding a corrupt handle, and names it in its log", async () => {
+    const id = "proc-0123456789-2";
+    const runDir = path.join(world.dc("eu-1").dataDir, "instances", id);
+    fs.mkdirSync(runDir, { recursive: true });
+    fs.writeFileSync(path.join(runDir, "instance.json"), "{ not a handle");
+    forgeVm(id, "forged-corrupt");
+    world.kill("eu-1");
+    await world.restart("eu-1");
+    expect(await world.client("eu-1").checkHealth()).toBe("SERVING");
+    expect(world.logs("eu-1").some((l) => l.event === "instance.recover_failed" && l.id === id)).toBe(true);
+  });
+
   it("gci world down with a VM record whose id climbs out of the run folder leaves the canary alone", async () => {
     const c = canary("down");
     forgeVm(climbingId(c.dir), "forged-down");
