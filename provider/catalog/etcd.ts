@@ -23,17 +23,23 @@ import type {
   VmRecord,
 } from "./types";
 import {
+  BadRecordReporter,
   checkCount,
   checkDatacenter,
   checkDigest,
   checkId,
   checkImage,
+  checkLease,
   checkLeaseArgs,
   checkName,
   checkPlacement,
   checkVm,
   checkVmGroup,
+  checkVmId,
   leaseLive,
+  readAll,
+  readBack,
+  reportBadRecordOnStderr,
   unknownDatacenter,
 } from "./validate";
 
@@ -59,6 +65,11 @@ export interface EtcdCatalogArgs {
    * @default 20000
    */
   readonly operationTimeoutMs?: number;
+  /**
+   * Told about each record a list leaves out because it is not valid (written around GCI).
+   * @default one JSON line on stderr
+   */
+  readonly onBadRecord?: BadRecordReporter;
 }
 
 /** The default key prefix of an etcd catalog. */
@@ -86,6 +97,7 @@ export class EtcdCatalog implements Catalog {
   private readonly client: Etcd3;
   private readonly ns: Namespace;
   private readonly operationTimeoutMs: number;
+  private readonly onBadRecord: BadRecordReporter;
 
   constructor(args: EtcdCatalogArgs) {
     if (!Array.isArray(args.endpoints) || args.endpoints.length === 0) {
@@ -114,6 +126,7 @@ export class EtcdCatalog implements Catalog {
     this.prefix = prefix;
     const callTimeoutMs = args.callTimeoutMs ?? 2000;
     this.operationTimeoutMs = args.operationTimeoutMs ?? 20000;
+    this.onBadRecord = args.onBadRecord ?? reportBadRecordOnStderr;
     this.client = new Etcd3({
       hosts: this.endpoints.map((e) => `http://${e}`),
       // A deadline on every unary call, so a member that accepts the connection but never
@@ -189,6 +202,35 @@ export class EtcdCatalog implements Catalog {
     return Object.entries(all).map(([k, v]) => this.decode<T>(k, v));
   }
 
+  /**
+   * The record at `key`, checked as a write is (validate.ts readBack): the cluster can be written
+   * around GCI. A bad one is DATA_LOSS naming it.
+   */
+  private async getChecked<T>(key: string, kind: string, check: (record: T) => T): Promise<T | undefined> {
+    const found = await this.getOne<T>(key);
+    return found && readBack(kind, this.keyName(key), check, found.value);
+  }
+
+  /** The valid records under `prefix`; each bad one is left out and reported. */
+  private async listChecked<T>(prefix: string, kind: string, check: (record: T) => T): Promise<T[]> {
+    const all = await this.ns.getAll().prefix(prefix).strings();
+    return readAll(
+      Object.entries(all),
+      ([k, v]) => readBack(kind, this.keyName(k), check, this.decode<T>(k, v)),
+      this.onBadRecord,
+    );
+  }
+
+  /** The decoded last part of a key ("vms/proc-1%2F.." -> "proc-1/.."), to name a bad record. */
+  private keyName(key: string): string {
+    const last = key.slice(key.indexOf("/") + 1);
+    try {
+      return decodeURIComponent(last);
+    } catch {
+      return last;
+    }
+  }
+
   /** Puts `value` at `key` unless it exists; returns the stored value either way. */
   private async putIfAbsent<T>(key: string, value: T): Promise<T> {
     const tx = await this.ns
@@ -257,14 +299,14 @@ export class EtcdCatalog implements Catalog {
   getDatacenter(name: string): Promise<DatacenterRecord | undefined> {
     return this.run(`get datacenter ${JSON.stringify(name)}`, async () => {
       checkName("datacenter name", name);
-      return (await this.getOne<DatacenterRecord>(`datacenters/${enc(name)}`))?.value;
+      return this.getChecked(`datacenters/${enc(name)}`, "datacenter", checkDatacenter);
     });
   }
 
   listDatacenters(region?: string): Promise<DatacenterRecord[]> {
     return this.run("list datacenters", async () => {
       if (region !== undefined) checkName("region name", region);
-      const all = await this.list<DatacenterRecord>("datacenters/");
+      const all = await this.listChecked("datacenters/", "datacenter", checkDatacenter);
       return all.filter((d) => region === undefined || d.region === region).sort(byKey((d) => d.name));
     });
   }
@@ -297,13 +339,13 @@ export class EtcdCatalog implements Catalog {
   getImage(digest: string): Promise<ImageRecord | undefined> {
     return this.run(`get image ${JSON.stringify(digest)}`, async () => {
       checkDigest(digest);
-      return (await this.getOne<ImageRecord>(`images/${enc(digest)}`))?.value;
+      return this.getChecked(`images/${enc(digest)}`, "image", checkImage);
     });
   }
 
   listImages(): Promise<ImageRecord[]> {
     return this.run("list images", async () =>
-      (await this.list<ImageRecord>("images/")).sort(byKey((i) => i.digest)),
+      (await this.listChecked("images/", "image", checkImage)).sort(byKey((i) => i.digest)),
     );
   }
 
@@ -336,7 +378,7 @@ export class EtcdCatalog implements Catalog {
       async () => {
         checkDigest(digest);
         checkName("placement datacenter", datacenter);
-        return (await this.getOne<PlacementRecord>(`placements/${enc(digest)}/${enc(datacenter)}`))?.value;
+        return this.getChecked(`placements/${enc(digest)}/${enc(datacenter)}`, "placement", checkPlacement);
       },
     );
   }
@@ -344,7 +386,7 @@ export class EtcdCatalog implements Catalog {
   listPlacements(digest?: string): Promise<PlacementRecord[]> {
     return this.run("list placements", async () => {
       const prefix = digest === undefined ? "placements/" : `placements/${enc(checkDigest(digest))}/`;
-      return (await this.list<PlacementRecord>(prefix)).sort(
+      return (await this.listChecked(prefix, "placement", checkPlacement)).sort(
         byKey((p) => `${p.digest}\u0000${p.datacenter}`),
       );
     });
@@ -381,9 +423,9 @@ export class EtcdCatalog implements Catalog {
       async () => {
         checkDigest(digest);
         checkName("lease datacenter", datacenter);
-        const cur = await this.getOne<LeaseRecord>(`leases/${enc(digest)}/${enc(datacenter)}`);
+        const cur = await this.getChecked(`leases/${enc(digest)}/${enc(datacenter)}`, "lease", checkLease);
         // An expired lease binds no one, so it reads as free.
-        return cur && leaseLive(cur.value, Date.now()) ? cur.value : undefined;
+        return cur && leaseLive(cur, Date.now()) ? cur : undefined;
       },
     );
   }
@@ -403,21 +445,22 @@ export class EtcdCatalog implements Catalog {
   putVmGroupIfAbsent(group: VmGroupRecord): Promise<VmGroupRecord> {
     return this.run(`put VM group ${JSON.stringify(group?.requestId)}`, async () => {
       const g = checkVmGroup(group);
-      return this.putIfAbsent(`vmgroups/${enc(g.requestId)}`, g);
+      const stored = await this.putIfAbsent(`vmgroups/${enc(g.requestId)}`, g);
+      return readBack("VM group", g.requestId, checkVmGroup, stored);
     });
   }
 
   getVmGroup(requestId: string): Promise<VmGroupRecord | undefined> {
     return this.run(`get VM group ${JSON.stringify(requestId)}`, async () => {
       checkId("VM group request id", requestId);
-      return (await this.getOne<VmGroupRecord>(`vmgroups/${enc(requestId)}`))?.value;
+      return this.getChecked(`vmgroups/${enc(requestId)}`, "VM group", checkVmGroup);
     });
   }
 
   listVmGroups(datacenter?: string): Promise<VmGroupRecord[]> {
     return this.run("list VM groups", async () => {
       if (datacenter !== undefined) checkName("datacenter name", datacenter);
-      const all = await this.list<VmGroupRecord>("vmgroups/");
+      const all = await this.listChecked("vmgroups/", "VM group", checkVmGroup);
       return all
         .filter((g) => datacenter === undefined || g.datacenter === datacenter)
         .sort(byKey((g) => g.requestId));
@@ -440,8 +483,8 @@ export class EtcdCatalog implements Catalog {
 
   getVm(id: string): Promise<VmRecord | undefined> {
     return this.run(`get VM ${JSON.stringify(id)}`, async () => {
-      checkId("VM id", id);
-      return (await this.getOne<VmRecord>(`vms/${enc(id)}`))?.value;
+      checkVmId("VM id", id);
+      return this.getChecked(`vms/${enc(id)}`, "VM", checkVm);
     });
   }
 
@@ -451,7 +494,7 @@ export class EtcdCatalog implements Catalog {
       const req = filter?.requestId;
       if (dc !== undefined) checkName("datacenter name", dc);
       if (req !== undefined) checkId("VM request id", req);
-      const all = await this.list<VmRecord>("vms/");
+      const all = await this.listChecked("vms/", "VM", checkVm);
       return all
         .filter(
           (v) => (dc === undefined || v.datacenter === dc) && (req === undefined || v.requestId === req),
@@ -462,7 +505,7 @@ export class EtcdCatalog implements Catalog {
 
   deleteVm(id: string): Promise<void> {
     return this.run(`delete VM ${JSON.stringify(id)}`, async () => {
-      checkId("VM id", id);
+      checkVmId("VM id", id);
       await this.ns.delete().key(`vms/${enc(id)}`);
     });
   }

@@ -17,3 +17,4 @@ export type { SqliteCatalogArgs } from "./sqlite";
 export { EtcdCatalog, ETCD_DEFAULT_PREFIX } from "./etcd";
 export type { EtcdCatalogArgs } from "./etcd";
 export { openCatalog } from "./open";
+export type { OpenCatalogOptions } from "./open";

@@ -6,6 +6,13 @@ import { invalid } from "../errors";
 import { EtcdCatalog, ETCD_DEFAULT_PREFIX } from "./etcd";
 import { SqliteCatalog } from "./sqlite";
 import type { Catalog } from "./types";
+import type { BadRecordReporter } from "./validate";
+
+/** Options of {@link openCatalog}, for either engine. */
+export interface OpenCatalogOptions {
+  /** Told about each record a list leaves out because it is not valid. @default a line on stderr */
+  readonly onBadRecord?: BadRecordReporter;
+}
 
 const FORMS =
   'accepted forms are "sqlite:/abs/path/catalog.db" and "etcd://host:port,host:port,..." ' +
@@ -15,7 +22,7 @@ const FORMS =
  * Opens a catalog from a URL: `sqlite:/abs/path/catalog.db` (also `sqlite:///abs/path`) or
  * `etcd://host:port,host:port,...[/key/prefix/]` (prefix defaults to "/gci/v1/").
  */
-export async function openCatalog(url: string): Promise<Catalog> {
+export async function openCatalog(url: string, options: OpenCatalogOptions = {}): Promise<Catalog> {
   if (typeof url !== "string") throw invalid(`catalog URL ${String(url)} is not a string: ${FORMS}.`);
   if (url.startsWith("sqlite:")) {
     let file = url.slice("sqlite:".length);
@@ -23,7 +30,7 @@ export async function openCatalog(url: string): Promise<Catalog> {
     if (!file.startsWith("/") || file.startsWith("//") || !path.isAbsolute(file)) {
       throw invalid(`catalog URL "${url}" does not name an absolute file path: ${FORMS}.`);
     }
-    return new SqliteCatalog({ path: path.normalize(file) });
+    return new SqliteCatalog({ path: path.normalize(file), onBadRecord: options.onBadRecord });
   }
   if (url.startsWith("etcd://")) {
     const rest = url.slice("etcd://".length);
@@ -41,7 +48,7 @@ export async function openCatalog(url: string): Promise<Catalog> {
         throw invalid(`catalog URL "${url}" has endpoint "${e}", which is not host:port: ${FORMS}.`);
       }
     }
-    return new EtcdCatalog({ endpoints, prefix });
+    return new EtcdCatalog({ endpoints, prefix, onBadRecord: options.onBadRecord });
   }
   throw invalid(`catalog URL "${url}" is not understood: ${FORMS}.`);
 }

@@ -22,17 +22,23 @@ import type {
   VmState,
 } from "./types";
 import {
+  BadRecordReporter,
   checkDatacenter,
   checkDigest,
   checkCount,
   checkId,
   checkImage,
+  checkLease,
   checkLeaseArgs,
   checkName,
   checkPlacement,
   checkVm,
   checkVmGroup,
+  checkVmId,
   leaseLive,
+  readAll,
+  readBack,
+  reportBadRecordOnStderr,
   unknownDatacenter,
 } from "./validate";
 
@@ -48,6 +54,11 @@ export interface SqliteCatalogArgs {
    * @default 5000
    */
   readonly busyTimeoutMs?: number;
+  /**
+   * Told about each record a list leaves out because it is not valid (written around GCI).
+   * @default one JSON line on stderr
+   */
+  readonly onBadRecord?: BadRecordReporter;
 }
 
 const SCHEMA_V1 = `
@@ -203,9 +214,30 @@ const toVm = (r: VmRow): VmRecord => ({
   datacenter: r.datacenter,
   digest: r.digest,
   state: r.state as VmState,
-  addresses: JSON.parse(r.addresses) as Record<string, string>,
+  addresses: parseAddresses(r.addresses),
   updatedAt: r.updated_at,
 });
+
+/** The stored addresses; text that is not JSON is kept as it is, for checkVm to refuse by name. */
+function parseAddresses(text: string): Record<string, string> {
+  try {
+    return JSON.parse(text) as Record<string, string>;
+  } catch {
+    return text as unknown as Record<string, string>;
+  }
+}
+
+// Every row read back is checked as a write is (validate.ts readBack): the file can be written around GCI.
+const datacenterOut = (r: DatacenterRow): DatacenterRecord =>
+  readBack("datacenter", r.name, checkDatacenter, toDatacenter(r));
+const imageOut = (r: ImageRow): ImageRecord => readBack("image", r.digest, checkImage, toImage(r));
+const placementOut = (r: PlacementRow): PlacementRecord =>
+  readBack("placement", `${r.digest} in ${r.datacenter}`, checkPlacement, toPlacement(r));
+const leaseOut = (r: LeaseRow): LeaseRecord =>
+  readBack("lease", `${r.digest} in ${r.datacenter}`, checkLease, toLease(r));
+const vmGroupOut = (r: VmGroupRow): VmGroupRecord =>
+  readBack("VM group", r.request_id, checkVmGroup, toVmGroup(r));
+const vmOut = (r: VmRow): VmRecord => readBack("VM", r.id, checkVm, toVm(r));
 
 /** The catalog in one SQLite file, safe to share between processes on one machine. */
 export class SqliteCatalog implements Catalog {
@@ -213,6 +245,7 @@ export class SqliteCatalog implements Catalog {
   private readonly db: Database.Database;
   private readonly busyTimeoutMs: number;
   private readonly statements = new Map<string, Database.Statement>();
+  private readonly onBadRecord: BadRecordReporter;
 
   constructor(args: SqliteCatalogArgs) {
     if (typeof args.path !== "string" || !path.isAbsolute(args.path)) {
@@ -223,6 +256,7 @@ export class SqliteCatalog implements Catalog {
     }
     this.path = args.path;
     this.busyTimeoutMs = args.busyTimeoutMs ?? 5000;
+    this.onBadRecord = args.onBadRecord ?? reportBadRecordOnStderr;
     try {
       fs.mkdirSync(path.dirname(args.path), { recursive: true });
       this.db = new Database(args.path);
@@ -289,6 +323,11 @@ export class SqliteCatalog implements Catalog {
     return st;
   }
 
+  /** The valid records of `rows`; each bad one is left out and reported. */
+  private all<R, T>(rows: unknown[], read: (row: R) => T): T[] {
+    return readAll(rows as R[], read, this.onBadRecord);
+  }
+
   /** Runs one step synchronously, turning SQLite failures into GciErrors. */
   private run<T>(what: string, fn: () => T): Promise<T> {
     try {
@@ -349,7 +388,7 @@ export class SqliteCatalog implements Catalog {
       checkName("datacenter name", name);
       const row = this.stmt("SELECT * FROM datacenters WHERE name = ?").get(name) as
         DatacenterRow | undefined;
-      return row && toDatacenter(row);
+      return row && datacenterOut(row);
     });
   }
 
@@ -361,7 +400,7 @@ export class SqliteCatalog implements Catalog {
           : this.stmt("SELECT * FROM datacenters WHERE region = ? ORDER BY name").all(
               checkName("region name", region),
             );
-      return (rows as DatacenterRow[]).map(toDatacenter);
+      return this.all(rows, datacenterOut);
     });
   }
 
@@ -396,13 +435,13 @@ export class SqliteCatalog implements Catalog {
     return this.run(`get image ${JSON.stringify(digest)}`, () => {
       checkDigest(digest);
       const row = this.stmt("SELECT * FROM images WHERE digest = ?").get(digest) as ImageRow | undefined;
-      return row && toImage(row);
+      return row && imageOut(row);
     });
   }
 
   listImages(): Promise<ImageRecord[]> {
     return this.run("list images", () =>
-      (this.stmt("SELECT * FROM images ORDER BY digest").all() as ImageRow[]).map(toImage),
+      this.all(this.stmt("SELECT * FROM images ORDER BY digest").all(), imageOut),
     );
   }
 
@@ -440,7 +479,7 @@ export class SqliteCatalog implements Catalog {
       const row = this.db
         .prepare("SELECT * FROM placements WHERE digest = ? AND datacenter = ?")
         .get(digest, datacenter) as PlacementRow | undefined;
-      return row && toPlacement(row);
+      return row && placementOut(row);
     });
   }
 
@@ -452,7 +491,7 @@ export class SqliteCatalog implements Catalog {
           : this.stmt("SELECT * FROM placements WHERE digest = ? ORDER BY datacenter").all(
               checkDigest(digest),
             );
-      return (rows as PlacementRow[]).map(toPlacement);
+      return this.all(rows, placementOut);
     });
   }
 
@@ -494,7 +533,8 @@ export class SqliteCatalog implements Catalog {
         .prepare("SELECT * FROM leases WHERE digest = ? AND datacenter = ?")
         .get(digest, datacenter) as LeaseRow | undefined;
       // An expired lease binds no one, so it reads as free.
-      return row && leaseLive(toLease(row), Date.now()) ? toLease(row) : undefined;
+      const lease = row && leaseOut(row);
+      return lease && leaseLive(lease, Date.now()) ? lease : undefined;
     });
   }
 
@@ -514,7 +554,7 @@ export class SqliteCatalog implements Catalog {
         .transaction((): VmGroupRecord => {
           const row = this.stmt("SELECT * FROM vm_groups WHERE request_id = ?").get(g.requestId) as
             VmGroupRow | undefined;
-          if (row) return toVmGroup(row);
+          if (row) return vmGroupOut(row);
           this.stmt(
             `INSERT INTO vm_groups (request_id, datacenter, digest, count, vcpus, memory_mib, created_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -530,7 +570,7 @@ export class SqliteCatalog implements Catalog {
       checkId("VM group request id", requestId);
       const row = this.stmt("SELECT * FROM vm_groups WHERE request_id = ?").get(requestId) as
         VmGroupRow | undefined;
-      return row && toVmGroup(row);
+      return row && vmGroupOut(row);
     });
   }
 
@@ -542,7 +582,7 @@ export class SqliteCatalog implements Catalog {
           : this.stmt("SELECT * FROM vm_groups WHERE datacenter = ? ORDER BY request_id").all(
               checkName("datacenter name", datacenter),
             );
-      return (rows as VmGroupRow[]).map(toVmGroup);
+      return this.all(rows, vmGroupOut);
     });
   }
 
@@ -567,9 +607,9 @@ export class SqliteCatalog implements Catalog {
 
   getVm(id: string): Promise<VmRecord | undefined> {
     return this.run(`get VM ${JSON.stringify(id)}`, () => {
-      checkId("VM id", id);
+      checkVmId("VM id", id);
       const row = this.stmt("SELECT * FROM vms WHERE id = ?").get(id) as VmRow | undefined;
-      return row && toVm(row);
+      return row && vmOut(row);
     });
   }
 
@@ -586,13 +626,13 @@ export class SqliteCatalog implements Catalog {
         params.push(checkId("VM request id", filter.requestId));
       }
       const sql = `SELECT * FROM vms${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY id`;
-      return (this.stmt(sql).all(...params) as VmRow[]).map(toVm);
+      return this.all(this.stmt(sql).all(...params), vmOut);
     });
   }
 
   deleteVm(id: string): Promise<void> {
     return this.run(`delete VM ${JSON.stringify(id)}`, () => {
-      checkId("VM id", id);
+      checkVmId("VM id", id);
       this.stmt("DELETE FROM vms WHERE id = ?").run(id);
     });
   }

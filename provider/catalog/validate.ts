@@ -5,7 +5,7 @@
  * @internal
  */
 
-import { GciError, invalid, notFound } from "../errors";
+import { dataLoss, GciError, invalid, notFound } from "../errors";
 import type {
   DatacenterRecord,
   ImageRecord,
@@ -23,6 +23,19 @@ const ENDPOINT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
 const MAX_ID = 512;
+/**
+ * A VM id, exactly the format instanceId() (daemon/instances.ts) makes: "vm-" or "proc-", 10 hex
+ * digits of the start request's hash, the instance's index. It names the run folder
+ * <data>/instances/<id>, a cgroup and QEMU's -name, so nothing else is accepted.
+ */
+const VM_ID = /^(vm|proc)-[0-9a-f]{10}-(0|[1-9][0-9]{0,5})$/;
+/**
+ * A request id or a lease holder: a UUID, a derived id ("vmg-<hash>-scale-1-3", "start-…"), a
+ * URN, "<datacenter>/<pid>/<uuid>". Letters, digits and . _ : / @ + = $ -, starting with a letter
+ * or digit, never "..": no spaces, quotes, backslashes or control characters. Request ids are
+ * hashed before they name anything on disk; the pattern keeps them inert in logs and arguments too.
+ */
+const TOKEN = /^[A-Za-z0-9][A-Za-z0-9._:/@+=$-]*$/;
 
 export const PLACEMENT_STATES: readonly PlacementState[] = ["present", "transferring", "failed"];
 export const VM_STATES: readonly VmState[] = [
@@ -58,12 +71,23 @@ export function checkDigest(value: unknown): string {
   return value;
 }
 
-/** A free-form identifier (request id, VM id, lease holder): 1–512 printable characters. */
+/** A request id or lease holder (see TOKEN): 1-512 characters. */
 export function checkId(what: string, value: unknown): string {
-  if (typeof value !== "string" || value.length === 0 || value.length > MAX_ID || CONTROL.test(value)) {
+  if (typeof value !== "string" || value.length > MAX_ID || !TOKEN.test(value) || value.includes("..")) {
     throw invalid(
-      `${what} ${show(value)} is not valid: use 1-${MAX_ID} characters without control characters ` +
-        `(a UUID is a good choice).`,
+      `${what} ${show(value)} is not valid: use 1-${MAX_ID} letters, digits or . _ : / @ + = $ -, ` +
+        `starting with a letter or digit and without ".." (a UUID is a good choice).`,
+    );
+  }
+  return value;
+}
+
+/** A VM id as instanceId() makes it, e.g. "proc-3f2a9c01de-0". */
+export function checkVmId(what: string, value: unknown): string {
+  if (typeof value !== "string" || !VM_ID.test(value)) {
+    throw invalid(
+      `${what} ${show(value)} is not valid: a VM id is "vm-" or "proc-", 10 hex digits and an index, ` +
+        `for example "proc-3f2a9c01de-0"; copy it from \`gci vm ls\`.`,
     );
   }
   return value;
@@ -195,7 +219,7 @@ export function checkVmGroup(g: VmGroupRecord): VmGroupRecord {
 }
 
 export function checkVm(vm: VmRecord): VmRecord {
-  checkId("VM id", vm.id);
+  checkVmId("VM id", vm.id);
   const where = `VM "${vm.id}"`;
   checkId(`request id of ${where}`, vm.requestId);
   checkName(`datacenter of ${where}`, vm.datacenter);
@@ -221,6 +245,61 @@ export function checkVm(vm: VmRecord): VmRecord {
     addresses: { ...vm.addresses },
     updatedAt: vm.updatedAt,
   };
+}
+
+export function checkLease(lease: LeaseRecord): LeaseRecord {
+  checkLeaseArgs(lease.digest, lease.datacenter, lease.holder);
+  checkCount(`expiresAt of the lease on ${lease.digest} in "${lease.datacenter}"`, lease.expiresAt);
+  return { ...lease };
+}
+
+/** Told about each record a list skipped because it is not valid (see readAll). */
+export type BadRecordReporter = (error: GciError) => void;
+
+/** The default reporter: one JSON line on stderr, so a skipped record is never silent. */
+export const reportBadRecordOnStderr: BadRecordReporter = (error) => {
+  process.stderr.write(
+    JSON.stringify({
+      ts: new Date().toISOString(),
+      level: "warn",
+      event: "catalog.bad_record",
+      error: error.message,
+    }) + "\n",
+  );
+};
+
+/**
+ * A record read back from the catalog, checked exactly as a write is: the catalog file or
+ * cluster can be written around GCI, and its ids become paths and arguments of a root daemon.
+ * A bad record is DATA_LOSS naming it.
+ */
+export function readBack<T>(kind: string, key: unknown, check: (record: T) => T, record: T): T {
+  try {
+    if (typeof record !== "object" || record === null) throw invalid(`it is ${show(record)}, not a record`);
+    return check(record);
+  } catch (e) {
+    throw dataLoss(
+      `${kind} ${show(key)} in the catalog is not valid and was not used: ${(e as Error).message} ` +
+        `It was not written by GCI: delete or repair that record in the catalog by hand.`,
+    );
+  }
+}
+
+/**
+ * The records of a list read back from the catalog, each through `read` (which uses readBack);
+ * each bad one is left out and told to `onBad`, so one forged record does not stop the others.
+ */
+export function readAll<R, T>(rows: readonly R[], read: (row: R) => T, onBad: BadRecordReporter): T[] {
+  const good: T[] = [];
+  for (const row of rows) {
+    try {
+      good.push(read(row));
+    } catch (e) {
+      if (!GciError.isInstance(e) || e.code !== "DATA_LOSS") throw e;
+      onBad(e);
+    }
+  }
+  return good;
 }
 
 /** True when a stored lease still binds others at `now`. */

@@ -7,7 +7,7 @@ import {
   readSpec,
   specFromFlags,
   startWorld,
-  stopWorld,
+  stopWorldReport,
   WorldState,
   worldDir,
   worldStatus,
@@ -99,8 +99,12 @@ export function worldCommand(): Command {
     .description("stop every cluster manager of the world (data and catalog are kept)")
     .option("--world <dir>", "world folder")
     .action(async (opts) => {
-      const n = await stopWorld(worldDir(opts.world));
-      console.log(n > 0 ? `stopped ${n} cluster managers` : "no world was running");
+      const report = await stopWorldReport(worldDir(opts.world));
+      for (const g of report.gone)
+        console.log(`cluster manager of ${g.name} (pid ${g.pid}) is gone: ${g.reason}`);
+      const n = report.stopped.length;
+      if (n > 0) console.log(`stopped ${n} cluster managers`);
+      else if (report.gone.length === 0) console.log("no world was running");
     });
   return cmd;
 }

@@ -23,6 +23,12 @@ export interface ClusterClientArgs {
    * @default 30000
    */
   readonly deadlineMs?: number;
+  /**
+   * Metadata sent with every call: a cluster manager that forwards a call marks the hops
+   * (see daemon/server.ts, "gci-hops" and "gci-via").
+   * @default none
+   */
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 const UPLOAD_PART = 1024 * 1024;
@@ -36,6 +42,7 @@ export class ClusterClient {
   private readonly peer: PeerClient;
   private readonly health: grpc.Client & { check: grpc.requestCallback<unknown> & CallableFunction };
   private readonly deadlineMs: number;
+  private readonly metadata: Readonly<Record<string, string>>;
 
   constructor(
     readonly endpoint: string,
@@ -50,12 +57,15 @@ export class ClusterClient {
     const Health = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, "Health");
     this.health = new Health(endpoint, creds, { channelOverride }) as unknown as typeof this.health;
     this.deadlineMs = args.deadlineMs ?? 30_000;
+    this.metadata = args.metadata ?? {};
   }
 
   private call<Req, Res>(method: string, req: Req, deadlineMs = this.deadlineMs): Promise<Res> {
     return new Promise((resolve, reject) => {
       const fn = (this.cm as unknown as Record<string, CallableFunction>)[method].bind(this.cm);
-      fn(req, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: Res) =>
+      const metadata = new grpc.Metadata();
+      for (const [key, value] of Object.entries(this.metadata)) metadata.set(key, value);
+      fn(req, metadata, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: Res) =>
         err ? reject(fromStatus(err)) : resolve(res),
       );
     });

@@ -3,9 +3,10 @@ import * as fs from "fs";
 import * as path from "path";
 import { pipeline } from "stream/promises";
 import type { Catalog, VmGroupRecord, VmRecord, VmState } from "../catalog";
-import { notFound } from "../errors";
+import { checkDigest, checkVmId } from "../catalog/validate";
+import { dataLoss, notFound } from "../errors";
 import { extractImage, ImageStore, Manifest } from "../image";
-import { driverFor, driverForKind, InstanceDriver, InstanceHandle, loadHandle } from "../vm";
+import { driverFor, driverForKind, InstanceDriver, InstanceHandle, loadHandle, logPath } from "../vm";
 import type { Logger } from "./log";
 
 /** Where an instance manager lives. */
@@ -24,7 +25,8 @@ const STARTS_IN_FLIGHT = { vm: 8, process: 25 } as const;
 
 /**
  * An instance's id: derived from its start request and index, so a repeated request (also
- * after a crash) names the same instances and never starts a second one.
+ * after a crash) names the same instances and never starts a second one. catalog/validate.ts
+ * checkVmId accepts exactly this format.
  */
 export function instanceId(kind: "vm" | "process", requestId: string, index: number): string {
   const group = createHash("sha256").update(requestId).digest("hex").slice(0, 10);
@@ -47,8 +49,9 @@ export class InstanceManager {
 
   constructor(private readonly args: InstanceManagerArgs) {}
 
+  /** <data>/instances/<id>, for a checked VM id only: ids come back from the catalog. */
   private runDir(id: string): string {
-    return path.join(this.args.dataDir, "instances", id);
+    return path.join(this.args.dataDir, "instances", checkVmId("VM id", id));
   }
 
   /** Serializes work on one group (start, scale, stop), in this process. */
@@ -153,7 +156,7 @@ export class InstanceManager {
 
   /** The image extracted once per digest under <data>/rootfs, shared read-only by its instances. */
   private imageDir(digest: string): Promise<string> {
-    const dir = path.join(this.args.dataDir, "rootfs", digest.slice("sha256:".length));
+    const dir = path.join(this.args.dataDir, "rootfs", checkDigest(digest).slice("sha256:".length));
     let pending = this.extracting.get(digest);
     if (!pending) {
       pending = (async () => {
@@ -215,13 +218,29 @@ export class InstanceManager {
     await this.converge(group);
   }
 
-  /** The tail of an instance's console or output. */
+  /**
+   * The tail of an instance's console or output: only `<runDir>/<its kind's log file>`, never a
+   * path a handle names (loadHandle refuses a handle of another folder), and not through a symlink.
+   */
   logs(vmId: string, tailBytes: number): string {
-    const handle = loadHandle(this.runDir(vmId));
-    if (!handle || !fs.existsSync(handle.logFile)) return "";
-    const size = fs.statSync(handle.logFile).size;
-    const fd = fs.openSync(handle.logFile, "r");
+    const runDir = this.runDir(vmId);
+    const handle = loadHandle(runDir);
+    if (!handle) return "";
+    let fd: number;
     try {
+      fd = fs.openSync(logPath(runDir, handle.kind), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return "";
+      if (code === "ELOOP") {
+        throw dataLoss(
+          `${logPath(runDir, handle.kind)} is a symbolic link, not the log GCI wrote: remove it and restart VM ${vmId}`,
+        );
+      }
+      throw e;
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
       const len = Math.min(size, tailBytes);
       const buf = Buffer.alloc(len);
       fs.readSync(fd, buf, 0, len, size - len);
@@ -238,25 +257,32 @@ export class InstanceManager {
   async recover(): Promise<void> {
     const { catalog, log, datacenter } = this.args;
     for (const vm of await catalog.listVms({ datacenter })) {
-      const live: VmState[] = ["provisioning", "booting", "running", "stopping"];
-      if (!live.includes(vm.state)) continue;
-      const handle = loadHandle(this.runDir(vm.id));
-      const alive = handle !== undefined && driverOf(handle).isRunning(handle);
-      if (alive && vm.state === "booting") {
-        driverOf(handle)
-          .waitReady(handle, READY_TIMEOUT_MS)
-          .then(
-            () => this.put({ ...vm, state: "running", addresses: handle.addresses }),
-            () => this.put({ ...vm, state: "failed", addresses: {} }),
-          )
-          .catch(() => undefined);
-      } else if (!alive) {
-        // Nothing runs in this new process yet, so an instance without a live process (even one
-        // still "provisioning" when the old process died) has failed; a repeated start restarts it.
-        await this.put({ ...vm, state: "failed", addresses: {} });
-      }
-      log.info("instance.recovered", { requestId: vm.requestId, id: vm.id, alive, state: vm.state });
+      // One bad run folder (a planted handle) does not keep the others from being recovered.
+      await this.recoverOne(vm).catch((e) =>
+        log.warn("instance.recover_failed", { requestId: vm.requestId, id: vm.id, error: String(e) }),
+      );
     }
+  }
+
+  private async recoverOne(vm: VmRecord): Promise<void> {
+    const live: VmState[] = ["provisioning", "booting", "running", "stopping"];
+    if (!live.includes(vm.state)) return;
+    const handle = loadHandle(this.runDir(vm.id));
+    const alive = handle !== undefined && driverOf(handle).isRunning(handle);
+    if (alive && vm.state === "booting") {
+      driverOf(handle)
+        .waitReady(handle, READY_TIMEOUT_MS)
+        .then(
+          () => this.put({ ...vm, state: "running", addresses: handle.addresses }),
+          () => this.put({ ...vm, state: "failed", addresses: {} }),
+        )
+        .catch(() => undefined);
+    } else if (!alive) {
+      // Nothing runs in this new process yet, so an instance without a live process (even one
+      // still "provisioning" when the old process died) has failed; a repeated start restarts it.
+      await this.put({ ...vm, state: "failed", addresses: {} });
+    }
+    this.args.log.info("instance.recovered", { requestId: vm.requestId, id: vm.id, alive, state: vm.state });
   }
 
   /** Stops every instance of this datacenter (the datacenter is shutting down). */
@@ -265,7 +291,11 @@ export class InstanceManager {
     await Promise.all(
       vms
         .filter((v) => v.state !== "stopped" && v.state !== "failed")
-        .map((vm) => this.stopOne(vm, false).catch(() => undefined)),
+        .map((vm) =>
+          this.stopOne(vm, false).catch((e) =>
+            this.args.log.warn("instance.stop_failed", { id: vm.id, error: String(e) }),
+          ),
+        ),
     );
   }
 }

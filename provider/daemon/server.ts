@@ -15,13 +15,14 @@ import type { StopVmsRequest__Output } from "../../schema/gen/gci/v1/StopVmsRequ
 import type { UploadHeader__Output } from "../../schema/gen/gci/v1/UploadHeader";
 import type { Vm__Output } from "../../schema/gen/gci/v1/Vm";
 import { Catalog, DatacenterRecord, openCatalog, VmGroupRecord, VmRecord } from "../catalog";
-import { checkDigest, checkId } from "../catalog/validate";
+import { checkDigest, checkId, checkVmId } from "../catalog/validate";
 import { ClusterClient } from "../client";
 import { exhausted, GciError, invalid, notFound, precondition } from "../errors";
 import { ImageStore } from "../image";
 import { CHANNEL_OPTIONS, loadApi, loadHealthDefinition } from "../rpc/proto";
 import { toStatus, unary } from "../rpc/status";
 import { MACHINE_SIZES, MachineSize, machineSize } from "../vm/sizes";
+import { HOPS_KEY, nextHop, routeOf } from "./forwarding";
 import { InstanceManager } from "./instances";
 import { Logger } from "./log";
 import { Operations } from "./operations";
@@ -64,6 +65,9 @@ export interface ClusterManagerArgs {
 const HEARTBEAT_MS = 2000;
 const MAX_COUNT = 1000;
 
+/** What a forward needs of the call it forwards: its metadata, which carries the route. */
+type Incoming = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata">;
+
 /** One datacenter's cluster manager: a gRPC server for images, VMs, operations and peer transfer. */
 export class ClusterManager {
   readonly log: Logger;
@@ -88,7 +92,10 @@ export class ClusterManager {
   /** Opens the catalog and store, starts serving, registers the datacenter; returns its endpoint. */
   async start(): Promise<string> {
     const { datacenter, region } = this.args;
-    this.catalog = await openCatalog(this.args.catalog);
+    // A record written around GCI is left out of lists, and named in this datacenter's log.
+    this.catalog = await openCatalog(this.args.catalog, {
+      onBadRecord: (e) => this.log.warn("catalog.bad_record", { error: e.message }),
+    });
     this.store = new ImageStore(path.join(this.args.dataDir, "images"));
     this.puller = new ImagePuller({
       datacenter,
@@ -215,7 +222,7 @@ export class ClusterManager {
       DeleteImage: unary(async (req) =>
         this.deleteImage(checkId("request_id", req.request_id), checkDigest(req.digest)),
       ),
-      StartVms: unary(async (req) => this.startVms(req)),
+      StartVms: unary(async (req, call) => this.startVms(req, call)),
       ListVms: unary(async (req) => {
         // The catalog is global: one start request's VMs are listed wherever they run.
         const records = await this.catalog.listVms(
@@ -225,40 +232,40 @@ export class ClusterManager {
         const groups = new Map(
           await Promise.all(
             [...new Set(records.map((v) => v.requestId))].map(
-              async (id) => [id, await this.catalog.getVmGroup(id)] as const,
+              async (id) => [id, await this.groupForListing(id)] as const,
             ),
           ),
         );
         return { vms: records.map((v) => vmOutput(v, groups.get(v.requestId))) };
       }),
       PlanStartVms: unary(async (req) => this.planStart(req)),
-      ScaleVms: unary(async (req) => this.scaleVms(req)),
+      ScaleVms: unary(async (req, call) => this.scaleVms(req, call)),
       GetVm: unary(async (req) => this.vm(req.id)),
-      StopVms: unary(async (req) => this.stopVms(req)),
-      RestartVm: unary(async (req) => {
+      StopVms: unary(async (req, call) => this.stopVms(req, call)),
+      RestartVm: unary(async (req, call) => {
         const requestId = checkId("request_id", req.request_id);
         const vm = await this.vm(req.vm_id);
         if (vm.datacenter !== this.name) {
-          const dc = await this.catalog.getDatacenter(vm.datacenter);
-          return withClient(new ClusterClient(dc!.endpoint), (c) => c.restartVm(requestId, vm.id));
+          const remote = await this.ownerClient(call, `RestartVm of ${vm.id}`, vm.datacenter);
+          return withClient(remote, (c) => c.restartVm(requestId, vm.id));
         }
         return this.operation(`restart-${requestId}`, "restart_vm", async () => {
           await this.instances.restart(vm.id);
           return {};
         });
       }),
-      GetVmLogs: unary(async (req) => {
+      GetVmLogs: unary(async (req, call) => {
         const vm = await this.vm(req.vm_id);
         if (vm.datacenter !== this.name) {
-          const dc = await this.catalog.getDatacenter(vm.datacenter);
-          return withClient(new ClusterClient(dc!.endpoint), async (c) => ({
+          const remote = await this.ownerClient(call, `GetVmLogs of ${vm.id}`, vm.datacenter);
+          return withClient(remote, async (c) => ({
             vm_id: vm.id,
             text: await c.getVmLogs(vm.id, req.tail_bytes),
           }));
         }
         return { vm_id: vm.id, text: this.instances.logs(vm.id, req.tail_bytes || 65536) };
       }),
-      ReplicateImage: unary(async (req) => this.replicate(req)),
+      ReplicateImage: unary(async (req, call) => this.replicate(req, call)),
       GetOperation: unary(async (req) => this.ops.get(req.id)),
       WaitOperation: unary(async (req) => this.ops.wait(req.id, req.timeout_ms || 10_000)),
       ListOperations: unary(async (req) => ({ operations: this.ops.list(req.include_done) })),
@@ -395,10 +402,10 @@ export class ClusterManager {
   }
 
   /** StartVms: forward to the right datacenter, or accept here, bring the image in, and boot. */
-  private async startVms(req: StartVmsRequest__Output): Promise<Operation> {
+  private async startVms(req: StartVmsRequest__Output, call: Incoming): Promise<Operation> {
     const { requestId, digest, size } = await this.checkStart(req);
     const target = await this.pickDatacenter(req);
-    if (target.name !== this.name) return this.forward(req, target);
+    if (target.name !== this.name) return this.forward(req, target, call);
 
     const opId = `start-${requestId}`;
     const { op, created } = this.ops.begin(opId, "start_vms");
@@ -559,7 +566,12 @@ export class ClusterManager {
     return (await this.catalog.listVmGroups(datacenter)).reduce((sum, g) => sum + g.vcpus * g.count, 0);
   }
 
-  private async forward(req: StartVmsRequest__Output, target: DatacenterRecord): Promise<Operation> {
+  private async forward(
+    req: StartVmsRequest__Output,
+    target: DatacenterRecord,
+    call: Incoming,
+  ): Promise<Operation> {
+    const metadata = this.hopTo(call, `StartVms ${req.request_id}`, target);
     if (req.forwarded_by) {
       throw precondition(
         `request ${req.request_id} was forwarded by ${req.forwarded_by} to ${this.name}, which is not ${target.name}: the catalog changed; retry`,
@@ -570,7 +582,7 @@ export class ClusterManager {
       to: target.name,
       endpoint: target.endpoint,
     });
-    const client = new ClusterClient(target.endpoint);
+    const client = new ClusterClient(target.endpoint, { metadata });
     try {
       return await client.startVms({ ...req, datacenter: target.name, forwarded_by: this.name });
     } catch (e) {
@@ -585,20 +597,47 @@ export class ClusterManager {
     }
   }
 
+  /**
+   * The metadata for forwarding `call` to `target`: its route one hop further; FAILED_PRECONDITION
+   * naming the chain when the route loops or is too long (forwarding.ts).
+   */
+  private hopTo(call: Incoming, what: string, target: DatacenterRecord): Record<string, string> {
+    const metadata = nextHop(what, routeOf(call.metadata), this.name, target);
+    this.log.info("rpc.forwarded", {
+      what,
+      to: target.name,
+      endpoint: target.endpoint,
+      hops: metadata[HOPS_KEY],
+    });
+    return metadata;
+  }
+
+  /** A client for forwarding `call` to `target` (see hopTo). */
+  private forwardClient(call: Incoming, what: string, target: DatacenterRecord): ClusterClient {
+    return new ClusterClient(target.endpoint, { metadata: this.hopTo(call, what, target) });
+  }
+
+  /** A forwarding client of the cluster manager of `datacenter`, which owns what `what` is about. */
+  private async ownerClient(call: Incoming, what: string, datacenter: string): Promise<ClusterClient> {
+    const dc = await this.catalog.getDatacenter(datacenter);
+    if (!dc) throw notFound(`datacenter ${datacenter} of ${what} is not in the catalog`);
+    return this.forwardClient(call, what, dc);
+  }
+
   /** The cluster manager that runs a start request's VMs: this one, or a client of another. */
   private async groupOwner(
     startRequestId: string,
+    call: Incoming,
+    what: string,
   ): Promise<{ group: VmGroupRecord; remote?: ClusterClient }> {
     checkId("start_request_id", startRequestId);
     const group = await this.catalog.getVmGroup(startRequestId);
     if (!group) throw notFound(`start request "${startRequestId}" has no VMs: list them with \`gci vm ls\``);
     if (group.datacenter === this.name) return { group };
-    const dc = await this.catalog.getDatacenter(group.datacenter);
-    if (!dc)
-      throw notFound(
-        `datacenter ${group.datacenter} of start request ${startRequestId} is not in the catalog`,
-      );
-    return { group, remote: new ClusterClient(dc.endpoint) };
+    return {
+      group,
+      remote: await this.ownerClient(call, `${what} of start request ${startRequestId}`, group.datacenter),
+    };
   }
 
   /** Runs `work` as an operation keyed by the request id; a repeated request returns it again. */
@@ -612,14 +651,14 @@ export class ClusterManager {
     return this.ops.get(opId);
   }
 
-  private async scaleVms(req: ScaleVmsRequest__Output): Promise<Operation> {
+  private async scaleVms(req: ScaleVmsRequest__Output, call: Incoming): Promise<Operation> {
     const requestId = checkId("request_id", req.request_id);
     if (!Number.isInteger(req.count) || req.count < 1 || req.count > MAX_COUNT) {
       throw invalid(
         `count ${req.count} is out of range: scale to 1 to ${MAX_COUNT} VMs (stop the group to remove it)`,
       );
     }
-    const { group, remote } = await this.groupOwner(req.start_request_id);
+    const { group, remote } = await this.groupOwner(req.start_request_id, call, "ScaleVms");
     if (remote) return withClient(remote, (c) => c.scaleVms(requestId, req.start_request_id, req.count));
     const dc = (await this.catalog.getDatacenter(this.name))!;
     if (req.count > group.count) {
@@ -650,9 +689,9 @@ export class ClusterManager {
     }));
   }
 
-  private async stopVms(req: StopVmsRequest__Output): Promise<Operation> {
+  private async stopVms(req: StopVmsRequest__Output, call: Incoming): Promise<Operation> {
     const requestId = checkId("request_id", req.request_id);
-    const { group, remote } = await this.groupOwner(req.start_request_id);
+    const { group, remote } = await this.groupOwner(req.start_request_id, call, "StopVms");
     if (remote) return withClient(remote, (c) => c.stopVms(requestId, req.start_request_id, req.vm_ids));
     return this.operation(`stop-${requestId}`, "stop_vms", async () => {
       const n = await this.instances.stop(group.requestId, req.vm_ids);
@@ -661,15 +700,26 @@ export class ClusterManager {
     });
   }
 
+  /** A VM's group for a listing: a bad group record (DATA_LOSS) is logged and listed without sizes. */
+  private async groupForListing(requestId: string): Promise<VmGroupRecord | undefined> {
+    try {
+      return await this.catalog.getVmGroup(requestId);
+    } catch (e) {
+      if (!GciError.isInstance(e) || e.code !== "DATA_LOSS") throw e;
+      this.log.warn("catalog.bad_record", { error: e.message });
+      return undefined;
+    }
+  }
+
   /** The datacenter's VM record for an id, or NOT_FOUND. */
   private async vm(id: string): Promise<Vm__Output> {
-    checkId("vm id", id);
+    checkVmId("VM id", id);
     const record = await this.catalog.getVm(id);
     if (!record) throw notFound(`VM "${id}" is not known: list them with \`gci vm ls\``);
     return vmOutput(record, await this.catalog.getVmGroup(record.requestId));
   }
 
-  private async replicate(req: ReplicateImageRequest__Output): Promise<Operation> {
+  private async replicate(req: ReplicateImageRequest__Output, call: Incoming): Promise<Operation> {
     const requestId = checkId("request_id", req.request_id);
     const digest = checkDigest(req.digest);
     if (!(await this.catalog.getImage(digest))) {
@@ -677,10 +727,11 @@ export class ClusterManager {
     }
     const target = await this.pickDatacenter({ datacenter: req.datacenter } as StartVmsRequest__Output);
     if (target.name !== this.name) {
+      const metadata = this.hopTo(call, `ReplicateImage ${requestId}`, target);
       if (req.forwarded_by)
         throw precondition(`replicate ${requestId} was forwarded to the wrong datacenter; retry`);
       this.log.info("replicate.forwarded", { requestId, to: target.name });
-      return withClient(new ClusterClient(target.endpoint), (c) =>
+      return withClient(new ClusterClient(target.endpoint, { metadata }), (c) =>
         c.replicateImage(requestId, digest, target.name),
       );
     }

@@ -11,6 +11,17 @@ import type { InstanceHandle } from "./types";
 /** The handle's file name inside the instance's run directory. */
 export const HANDLE_FILE = "instance.json";
 
+/** The one log file of each kind of instance, inside its run directory (GetVmLogs reads only it). */
+export const LOG_FILE: Readonly<Record<InstanceHandle["kind"], string>> = {
+  process: "output.log",
+  vm: "console.log",
+};
+
+/** `<runDir>/<the kind's log file>`: the only log path ever read or written for an instance. */
+export function logPath(runDir: string, kind: InstanceHandle["kind"]): string {
+  return path.join(runDir, LOG_FILE[kind]);
+}
+
 /** Writes `<handle.runDir>/instance.json` atomically (a reader never sees half a file). */
 export function saveHandle(handle: InstanceHandle): void {
   const file = path.join(handle.runDir, HANDLE_FILE);
@@ -21,7 +32,9 @@ export function saveHandle(handle: InstanceHandle): void {
 
 /**
  * Reads the handle saved in `runDir`; undefined when there is none (the instance never got to
- * start). Throws DATA_LOSS naming the file when it is not a handle.
+ * start). Throws DATA_LOSS naming the file when it is not a handle, or when it is the handle of
+ * another folder: its id, runDir and logFile must be exactly those of `runDir`, so a planted
+ * file cannot point the (root) cluster manager at other paths.
  */
 export function loadHandle(runDir: string): InstanceHandle | undefined {
   const file = path.join(runDir, HANDLE_FILE);
@@ -40,13 +53,24 @@ export function loadHandle(runDir: string): InstanceHandle | undefined {
       `${file} is not JSON (${(e as Error).message}); remove the file and stop the instance by hand`,
     );
   }
-  const problem = handleProblem(value);
+  const problem = handleProblem(value) ?? placeProblem(value as InstanceHandle, runDir);
   if (problem !== undefined) {
     throw dataLoss(
       `${file} is not an instance handle: ${problem}; remove the file and stop the instance by hand`,
     );
   }
   return value as InstanceHandle;
+}
+
+/** Why a well-formed handle does not belong in `runDir`, if it does not. */
+function placeProblem(handle: InstanceHandle, runDir: string): string | undefined {
+  const dir = path.resolve(runDir);
+  if (handle.id !== path.basename(dir)) return `"id" is ${JSON.stringify(handle.id)}, not its folder's name`;
+  if (path.resolve(handle.runDir) !== dir) return `"runDir" is ${JSON.stringify(handle.runDir)}, not ${dir}`;
+  const log = logPath(dir, handle.kind);
+  if (path.resolve(handle.logFile) !== log)
+    return `"logFile" is ${JSON.stringify(handle.logFile)}, not ${log}`;
+  return undefined;
 }
 
 function handleProblem(value: unknown): string | undefined {

@@ -15,7 +15,7 @@ export { QEMU_BINARY, QemuDriver, chooseAccelerator } from "./qemu";
 export type { AcceleratorChoice, QemuAccelerator, QemuDriverArgs } from "./qemu";
 export { ProcessDriver } from "./process";
 export type { ProcessDriverArgs } from "./process";
-export { HANDLE_FILE, loadHandle, saveHandle } from "./handle";
+export { HANDLE_FILE, loadHandle, LOG_FILE, logPath, saveHandle } from "./handle";
 export { READY_MARKER, freePort } from "./host";
 
 /** The driver that runs instances of a kind (for instances found again by their handle). */

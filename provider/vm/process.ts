@@ -18,7 +18,7 @@ import * as path from "path";
 import type { Manifest } from "../image";
 import { GciError, invalid, precondition } from "../errors";
 import { InstanceCgroups, createInstanceCgroups, removeInstanceCgroups } from "./cgroup";
-import { loadHandle, saveHandle } from "./handle";
+import { loadHandle, LOG_FILE, saveHandle } from "./handle";
 import {
   checkSpec,
   findOnPath,
@@ -41,7 +41,7 @@ export interface ProcessDriverArgs {
   readonly gid?: number;
 }
 
-const OUTPUT_LOG = "output.log";
+const OUTPUT_LOG = LOG_FILE.process;
 const DEFAULT_GRACE_MS = 5000;
 /** PATH of the sandbox's set-up on the host, and of the entrypoint unless the image sets one. */
 const STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

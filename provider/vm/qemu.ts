@@ -11,7 +11,7 @@ import * as os from "os";
 import * as path from "path";
 import type { Manifest } from "../image";
 import { GciError, invalid, precondition } from "../errors";
-import { loadHandle, saveHandle } from "./handle";
+import { loadHandle, LOG_FILE, saveHandle } from "./handle";
 import {
   checkSpec,
   findOnPath,
@@ -45,7 +45,7 @@ export interface QemuDriverArgs {
 export const QEMU_BINARY = "qemu-system-x86_64";
 
 /** Files in an instance's run directory (QEMU runs with it as its working directory). */
-const CONSOLE_LOG = "console.log";
+const CONSOLE_LOG = LOG_FILE.vm;
 const QEMU_LOG = "qemu.log";
 const QMP_SOCKET = "qmp.sock";
 const PID_FILE = "qemu.pid";

@@ -6,6 +6,7 @@ import { checkName } from "../catalog/validate";
 import { ClusterClient } from "../client";
 import { packageRoot, stateRoot } from "../engine/paths";
 import { invalid, precondition } from "../errors";
+import { isSameProcess, procStat } from "../vm/host";
 
 /** The shape of a world: regions and their datacenters. */
 export interface WorldSpec {
@@ -34,6 +35,11 @@ export interface DatacenterProcess {
   readonly region: string;
   readonly endpoint: string;
   readonly pid: number;
+  /**
+   * The process's start time (/proc/<pid>/stat field 22), so a pid reused by another program
+   * after a reboot or crash is never taken for the daemon. Missing in files of older GCIs.
+   */
+  readonly startTime?: string;
   readonly dataDir: string;
   readonly logFile: string;
 }
@@ -123,7 +129,40 @@ export function requireWorld(dir: string): WorldState {
 /** Reads <dir>/world.json, or undefined when no world was started there. */
 export function readWorld(dir: string): WorldState | undefined {
   const file = stateFile(dir);
-  return fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, "utf8")) as WorldState) : undefined;
+  if (!fs.existsSync(file)) return undefined;
+  let state: unknown;
+  try {
+    state = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw precondition(
+      `${file} is not JSON (${(e as Error).message}): stop its cluster managers by hand, then remove it`,
+    );
+  }
+  const problem = worldProblem(state);
+  if (problem !== undefined) {
+    throw precondition(
+      `${file} is not a world's record: ${problem}; stop its cluster managers by hand, then remove it`,
+    );
+  }
+  return state as WorldState;
+}
+
+/** What is wrong with a parsed world.json, if anything: its pids are signalled, so each is checked. */
+function worldProblem(value: unknown): string | undefined {
+  const state = value as WorldState;
+  if (typeof state !== "object" || state === null || !Array.isArray(state.datacenters)) {
+    return `"datacenters" is not a list`;
+  }
+  for (const dc of state.datacenters as unknown[]) {
+    const d = dc as Partial<DatacenterProcess>;
+    if (typeof d !== "object" || d === null || typeof d.name !== "string") return `a datacenter has no name`;
+    // pid 0 or -1 would signal a whole process group, or every process.
+    if (!Number.isSafeInteger(d.pid) || (d.pid as number) < 1)
+      return `pid ${JSON.stringify(d.pid)} of ${d.name} is not a process id`;
+    if (d.startTime !== undefined && !/^[0-9]+$/.test(String(d.startTime)))
+      return `startTime ${JSON.stringify(d.startTime)} of ${d.name} is not a start time`;
+  }
+  return undefined;
 }
 
 function writeWorld(state: WorldState): void {
@@ -142,6 +181,38 @@ export function isAlive(pid: number): boolean {
 }
 
 /**
+ * Why the process world.json names for `dc` is not its cluster manager any more, or undefined
+ * while it is: the same start time, or (a world.json of an older GCI, without one) a command
+ * line that runs this daemon for that datacenter. Only then is it signalled.
+ */
+export function daemonGone(dc: DatacenterProcess): string | undefined {
+  const stat = procStat(dc.pid);
+  if (stat === undefined || stat.state === "Z" || stat.state === "X") return "it has exited";
+  if (dc.startTime !== undefined) {
+    return isSameProcess(dc.pid, dc.startTime)
+      ? undefined
+      : `pid ${dc.pid} now belongs to another process (it started at another time), not signalled`;
+  }
+  return runsDaemonFor(dc.pid, dc.name)
+    ? undefined
+    : `pid ${dc.pid} now belongs to another program, not signalled`;
+}
+
+/** True when `pid`'s command line is this cluster manager's, for `datacenter`. */
+function runsDaemonFor(pid: number, datacenter: string): boolean {
+  let args: string[];
+  try {
+    args = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+  } catch {
+    return false;
+  }
+  const flag = args.indexOf("--datacenter");
+  return args.includes(daemonMain()) && flag >= 0 && args[flag + 1] === datacenter;
+}
+
+const isDaemon = (dc: DatacenterProcess): boolean => daemonGone(dc) === undefined;
+
+/**
  * Starts a world: one cluster-manager process per datacenter, on free 127.0.0.1 ports, one
  * catalog, logs and data under `dir`. A world already running there is returned as it is.
  */
@@ -153,7 +224,7 @@ export async function startWorld(
   dir = path.resolve(dir);
   checkSpec(spec, "world spec");
   const running = readWorld(dir);
-  if (running && running.datacenters.every((d) => isAlive(d.pid))) return running;
+  if (running && running.datacenters.every(isDaemon)) return running;
   if (running) await stopWorld(dir);
   fs.mkdirSync(dir, { recursive: true });
   const catalog = spec.catalog ?? `sqlite:${path.join(dir, "catalog.db")}`;
@@ -232,7 +303,10 @@ export async function startDatacenter(
     await new Promise((r) => setTimeout(r, 50));
   }
   const ready = JSON.parse(fs.readFileSync(readyFile, "utf8")) as { endpoint: string; pid: number };
-  const dc = { name, region, endpoint: ready.endpoint, pid: ready.pid, dataDir, logFile };
+  const startTime = procStat(ready.pid)?.startTime;
+  if (startTime === undefined)
+    throw precondition(`cluster manager of ${name} exited during start-up: see ${logFile}`);
+  const dc = { name, region, endpoint: ready.endpoint, pid: ready.pid, startTime, dataDir, logFile };
   const current = state.datacenters.findIndex((d) => d.name === name);
   if (current >= 0) {
     state.datacenters[current] = dc;
@@ -241,17 +315,38 @@ export async function startDatacenter(
   return dc;
 }
 
-/** Stops every cluster manager of the world and their instances (SIGTERM, then SIGKILL after `graceMs`). */
-export async function stopWorld(dir: string, graceMs = 30_000): Promise<number> {
+/** What stopWorld did: the datacenters it stopped, and those whose process was already gone. */
+export interface StopReport {
+  readonly stopped: string[];
+  readonly gone: { readonly name: string; readonly pid: number; readonly reason: string }[];
+}
+
+/**
+ * Stops every cluster manager of the world and their instances (SIGTERM, then SIGKILL after
+ * `graceMs`). Only a process that is still the recorded daemon (daemonGone) is signalled.
+ */
+export async function stopWorldReport(dir: string, graceMs = 30_000): Promise<StopReport> {
   const state = readWorld(path.resolve(dir));
-  if (!state) return 0;
-  const pids = state.datacenters.map((d) => d.pid).filter(isAlive);
-  for (const pid of pids) killQuietly(pid, "SIGTERM");
+  if (!state) return { stopped: [], gone: [] };
+  const report: StopReport = { stopped: [], gone: [] };
+  const live: DatacenterProcess[] = [];
+  for (const dc of state.datacenters) {
+    const reason = daemonGone(dc);
+    if (reason === undefined) live.push(dc);
+    else report.gone.push({ name: dc.name, pid: dc.pid, reason });
+  }
+  for (const dc of live) killQuietly(dc.pid, "SIGTERM");
   const deadline = Date.now() + graceMs;
-  while (pids.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  for (const pid of pids.filter(isAlive)) killQuietly(pid, "SIGKILL");
+  while (live.some(isDaemon) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  for (const dc of live.filter(isDaemon)) killQuietly(dc.pid, "SIGKILL");
   fs.rmSync(stateFile(state.dir), { force: true });
-  return pids.length;
+  report.stopped.push(...live.map((d) => d.name));
+  return report;
+}
+
+/** stopWorldReport, counting the cluster managers it stopped. */
+export async function stopWorld(dir: string, graceMs = 30_000): Promise<number> {
+  return (await stopWorldReport(dir, graceMs)).stopped.length;
 }
 
 function killQuietly(pid: number, signal: NodeJS.Signals = "SIGKILL"): void {
@@ -282,9 +377,7 @@ export async function worldStatus(dir: string): Promise<DatacenterStatus[]> {
     return await Promise.all(
       state.datacenters.map(async (dc) => {
         const client = new ClusterClient(dc.endpoint);
-        const health = isAlive(dc.pid)
-          ? await client.checkHealth(2000).catch(() => "UNREACHABLE")
-          : "STOPPED";
+        const health = isDaemon(dc) ? await client.checkHealth(2000).catch(() => "UNREACHABLE") : "STOPPED";
         client.close();
         const mine = placements.filter((p) => p.datacenter === dc.name);
         return {

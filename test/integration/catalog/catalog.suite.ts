@@ -403,37 +403,45 @@ export function describeCatalog(name: string, factory: CatalogFactory): void {
 
     describe("VMs", () => {
       it("puts, replaces, gets and deletes", async () => {
-        await cat.putVm(vm("vm-1"));
-        expect(await cat.getVm("vm-1")).toEqual(vm("vm-1"));
-        const running = vm("vm-1", {
+        await cat.putVm(vm("vm-0123456789-1"));
+        expect(await cat.getVm("vm-0123456789-1")).toEqual(vm("vm-0123456789-1"));
+        const running = vm("vm-0123456789-1", {
           state: "running",
           addresses: { "80": "127.0.0.1:40080" },
           updatedAt: 1_700_000_001_000,
         });
         await cat.putVm(running);
-        expect(await cat.getVm("vm-1")).toEqual(running);
-        await cat.deleteVm("vm-1");
-        await cat.deleteVm("vm-1");
-        expect(await cat.getVm("vm-1")).toBeUndefined();
+        expect(await cat.getVm("vm-0123456789-1")).toEqual(running);
+        await cat.deleteVm("vm-0123456789-1");
+        await cat.deleteVm("vm-0123456789-1");
+        expect(await cat.getVm("vm-0123456789-1")).toBeUndefined();
       });
 
       it("lists with filters", async () => {
-        await cat.putVm(vm("vm-3", { datacenter: "dc-b", requestId: "req-2" }));
-        await cat.putVm(vm("vm-1"));
-        await cat.putVm(vm("vm-2", { requestId: "req-2" }));
+        await cat.putVm(vm("vm-0123456789-3", { datacenter: "dc-b", requestId: "req-2" }));
+        await cat.putVm(vm("vm-0123456789-1"));
+        await cat.putVm(vm("vm-0123456789-2", { requestId: "req-2" }));
         const ids = (vms: VmRecord[]): string[] => vms.map((v) => v.id);
-        expect(ids(await cat.listVms())).toEqual(["vm-1", "vm-2", "vm-3"]);
-        expect(ids(await cat.listVms({}))).toEqual(["vm-1", "vm-2", "vm-3"]);
-        expect(ids(await cat.listVms({ datacenter: "dc-a" }))).toEqual(["vm-1", "vm-2"]);
-        expect(ids(await cat.listVms({ requestId: "req-2" }))).toEqual(["vm-2", "vm-3"]);
-        expect(ids(await cat.listVms({ datacenter: "dc-b", requestId: "req-2" }))).toEqual(["vm-3"]);
+        expect(ids(await cat.listVms())).toEqual(["vm-0123456789-1", "vm-0123456789-2", "vm-0123456789-3"]);
+        expect(ids(await cat.listVms({}))).toEqual(["vm-0123456789-1", "vm-0123456789-2", "vm-0123456789-3"]);
+        expect(ids(await cat.listVms({ datacenter: "dc-a" }))).toEqual([
+          "vm-0123456789-1",
+          "vm-0123456789-2",
+        ]);
+        expect(ids(await cat.listVms({ requestId: "req-2" }))).toEqual([
+          "vm-0123456789-2",
+          "vm-0123456789-3",
+        ]);
+        expect(ids(await cat.listVms({ datacenter: "dc-b", requestId: "req-2" }))).toEqual([
+          "vm-0123456789-3",
+        ]);
         expect(ids(await cat.listVms({ datacenter: "dc-c" }))).toEqual([]);
       });
 
       it("rejects an unknown state", async () => {
-        await expect(cat.putVm(vm("vm-1", { state: "zombie" as VmRecord["state"] }))).rejects.toEqual(
-          gciError("INVALID_ARGUMENT", '"zombie"'),
-        );
+        await expect(
+          cat.putVm(vm("vm-0123456789-1", { state: "zombie" as VmRecord["state"] })),
+        ).rejects.toEqual(gciError("INVALID_ARGUMENT", '"zombie"'));
       });
     });
 
