@@ -6,6 +6,7 @@ import type { Catalog, VmGroupRecord, VmRecord, VmState } from "../catalog";
 import { notFound } from "../errors";
 import { extractImage, ImageStore, Manifest } from "../image";
 import { driverFor, driverForKind, InstanceDriver, InstanceHandle, loadHandle } from "../vm";
+import { failpoint } from "./failpoint";
 import type { Logger } from "./log";
 
 /** Where an instance manager lives. */
@@ -127,6 +128,7 @@ export class InstanceManager {
     fs.mkdirSync(runDir, { recursive: true });
     const base = { id, requestId: group.requestId, datacenter, digest: group.digest };
     try {
+      failpoint("instance.start");
       const handle = await driver.start({
         id,
         datacenter,

@@ -22,6 +22,7 @@ import { ImageStore } from "../image";
 import { CHANNEL_OPTIONS, loadApi, loadHealthDefinition } from "../rpc/proto";
 import { toStatus, unary } from "../rpc/status";
 import { MACHINE_SIZES, MachineSize, machineSize } from "../vm/sizes";
+import { failpoint } from "./failpoint";
 import { InstanceManager } from "./instances";
 import { Logger } from "./log";
 import { Operations } from "./operations";
@@ -362,6 +363,7 @@ export class ClusterManager {
       );
     }
     await this.store.delete(digest);
+    failpoint("delete-image.between");
     await this.catalog.deletePlacement(digest, this.name);
     const left = (await this.catalog.listPlacements(digest)).filter((p) => p.state === "present");
     if (left.length === 0) await this.catalog.deleteImage(digest);
@@ -633,6 +635,7 @@ export class ClusterManager {
     const scaled = { ...group, count: req.count };
     // The catalog keeps groups put-if-absent; a new count is a delete and a put.
     await this.catalog.deleteVmGroup(group.requestId);
+    failpoint("scale.record");
     await this.catalog.putVmGroupIfAbsent(scaled);
     this.log.info("scale.accepted", {
       requestId,
