@@ -433,8 +433,8 @@ export class ClusterManager {
     const users = await this.copyUsers(digest);
     if (users.length === 0) return;
     throw precondition(
-      `image ${digest} in ${this.name} is still in use: ${users.join("; ")}. Stop those VM groups ` +
-        `(gci vm stop <request id>), let the transfers finish, or destroy the resources that claim it, then retry`,
+      `image ${digest} is used by ${users.join("; ")} in ${this.name}: stop them first (VM groups: ` +
+        `gci vm stop <request id>; transfers: wait until they finish; claims: destroy those resources), then retry`,
     );
   }
 
@@ -447,12 +447,12 @@ export class ClusterManager {
         v.digest === digest && !grouped.has(v.requestId) && v.state !== "stopped" && v.state !== "failed",
     );
     const claims = (await this.catalog.listImageRefs(digest)).filter((r) => r.datacenter === this.name);
-    return [
-      ...groups.map((g) => `VM group ${g.requestId}`),
-      ...live.map((v) => `VM ${v.id} (${v.state})`),
-      ...this.copyUse.readersOf(digest),
-      ...claims.map((r) => `claimed by ${r.holder}`),
-    ];
+    const users: string[] = [];
+    if (groups.length > 0) users.push(`VM groups ${groups.map((g) => g.requestId).join(", ")}`);
+    if (live.length > 0) users.push(`VMs ${live.map((v) => `${v.id} (${v.state})`).join(", ")}`);
+    users.push(...this.copyUse.readersOf(digest));
+    if (claims.length > 0) users.push(`claims of ${claims.map((r) => r.holder).join(", ")}`);
+    return users;
   }
 
   /** Resolves a request's machine size: a named size, or vCPUs and memory (defaults: micro). */

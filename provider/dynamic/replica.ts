@@ -3,7 +3,7 @@ import { checkDigest } from "../catalog/validate";
 import { Operation, waitForOperation } from "../client";
 import { GciError } from "../errors";
 import { withWorld } from "./connect";
-import { deleteCopy } from "./image";
+import { claimCopy, releaseCopy } from "./image";
 import { Failures, isUnknown } from "./inputs";
 import { derivedRequestId, nextGeneration } from "./keys";
 import { ImageHint, PlannedTransfer, announcePlan, holders } from "./plan";
@@ -96,6 +96,8 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
   async create(inputs: ReplicaInputs) {
     const progress = new ProgressReporter(label(inputs.requestKey));
     return withWorld(inputs.catalog, async (world) => {
+      // Claimed before it is made, so a destroy elsewhere cannot delete it half-way.
+      await claimCopy(world, inputs.image, inputs.datacenter, inputs.requestKey);
       const before = await holders(world, inputs.image);
       if (before.includes(inputs.datacenter)) {
         progress.say(`${inputs.image.slice(0, 19)}… is in ${inputs.datacenter} already`);
@@ -161,7 +163,7 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
   async delete(_id, props: ReplicaOutputs) {
     const progress = new ProgressReporter(label(props.requestKey ?? props.datacenter));
     await withWorld(props.catalog, async (world) =>
-      deleteCopy(world, props.image, props.datacenter, progress),
+      releaseCopy(world, props.image, props.datacenter, props.requestKey, progress),
     );
   },
 };
