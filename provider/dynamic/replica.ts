@@ -96,11 +96,11 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
   async create(inputs: ReplicaInputs) {
     const progress = new ProgressReporter(label(inputs.requestKey));
     return withWorld(inputs.catalog, async (world) => {
-      // Claimed before it is made, so a destroy elsewhere cannot delete it half-way.
-      await claimCopy(world, inputs.image, inputs.datacenter, inputs.requestKey);
       const before = await holders(world, inputs.image);
       if (before.includes(inputs.datacenter)) {
         progress.say(`${inputs.image.slice(0, 19)}… is in ${inputs.datacenter} already`);
+        // Claimed once made (a failed create leaves no claim), so another stack's destroy leaves it.
+        await claimCopy(world, inputs.image, inputs.datacenter, inputs.requestKey);
         return { id: `${inputs.image}@${inputs.datacenter}`, outs: { ...inputs, transfer: null } };
       }
       const client = await world.client(inputs.datacenter);
@@ -139,6 +139,7 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
             bytes: Number(op.progress?.bytes_total ?? 0),
             seconds: (Date.now() - started) / 1000,
           };
+      await claimCopy(world, inputs.image, inputs.datacenter, inputs.requestKey);
       return { id: `${inputs.image}@${inputs.datacenter}`, outs: { ...inputs, transfer } };
     });
   },
