@@ -27,6 +27,14 @@ function traceFsyncs(pid: number, out: string): ChildProcess {
   );
 }
 
+/** Whether every thread of `pid` has a tracer. */
+function traced(pid: number): boolean {
+  return fs.readdirSync(`/proc/${pid}/task`).every((t) => {
+    const status = fs.readFileSync(`/proc/${pid}/task/${t}/status`, "utf8");
+    return !/^TracerPid:\s+0$/m.test(status);
+  });
+}
+
 describe("collect: extracted images and chunks nobody uses", () => {
   let world: TestWorld;
 
@@ -43,8 +51,7 @@ describe("collect: extracted images and chunks nobody uses", () => {
     const digest = await push(world, "r-1", image.file);
     const out = path.join(world.dir, "strace.txt");
     const strace = traceFsyncs(world.dc("r-1").pid, out);
-    // strace is attached once it has written its first line, or after it settles.
-    await new Promise((r) => setTimeout(r, 1000));
+    await until(() => traced(world.dc("r-1").pid), 10_000, "strace to attach to every thread");
     const start = randomUUID();
     try {
       await startGroup(world, "r-1", digest, 1, start);
