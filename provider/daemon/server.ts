@@ -772,8 +772,14 @@ export class ClusterManager {
       );
     }
     return this.operation(`replicate-${requestId}`, "replicate_image", async () => {
-      const transfer = await this.puller.ensure(digest, requestId);
-      return { transfer: transfer ?? null };
+      try {
+        const transfer = await this.puller.ensure(digest, requestId);
+        return { transfer: transfer ?? null };
+      } catch (e) {
+        // The chunks a failed transfer received are unreferenced: the collector frees them.
+        void this.collector.collect("replicate.failed");
+        throw e;
+      }
     });
   }
 }
