@@ -14,7 +14,7 @@ CACHE="${GCI_CACHE:-$HOME/.cache/gci}"
 ENGINE_BIN="$CACHE/engine-v$ENGINE_VERSION/bin"
 GRPCURL_VERSION=1.9.4
 GRPCURL_BIN="$CACHE/grpcurl-v$GRPCURL_VERSION/bin"
-APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio curl etcd-server etcd-client jq python3-grpcio iproute2 procps)
+APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio curl etcd-server etcd-client jq python3-grpcio iproute2 procps strace)
 
 step() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 

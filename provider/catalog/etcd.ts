@@ -7,15 +7,21 @@
  *
  * Key layout, relative to the prefix (variable parts URI-encoded):
  *   regions/<name>  datacenters/<name>  images/<digest>  placements/<digest>/<dc>
- *   leases/<digest>/<dc>  vmgroups/<requestId>  vms/<id>
+ *   leases/<digest>/<dc>  vmgroups/<requestId>  vms/<id>  imagerefs/<digest>/<dc>/<holder>
+ *   alloc/<dc>   rewritten by every write that takes a datacenter's capacity, so such writes
+ *                conflict with each other (see allocationGuard)
  */
 
 import { ClientClosedError, Etcd3, IKeyValue, Namespace, isRecoverableError } from "etcd3";
 
 import { GciError, dataLoss, invalid, precondition, unavailable } from "../errors";
+import { checkGroupFits, checkGroupUpdate, groupGrows, sameVmGroup } from "./groups";
+import { checkHolder, checkImageRef } from "./refs";
 import type {
   Catalog,
+  CreatedVmGroup,
   DatacenterRecord,
+  ImageRefRecord,
   ImageRecord,
   LeaseRecord,
   PlacementRecord,
@@ -450,6 +456,81 @@ export class EtcdCatalog implements Catalog {
     });
   }
 
+  createVmGroup(group: VmGroupRecord): Promise<CreatedVmGroup> {
+    return this.run(`create VM group ${JSON.stringify(group?.requestId)}`, async () => {
+      const g = checkVmGroup(group);
+      const key = `vmgroups/${enc(g.requestId)}`;
+      for (let round = 0; round < MAX_CAS_ROUNDS; round++) {
+        const room = await this.readRoom(g.datacenter);
+        const stored = await this.getOne<VmGroupRecord>(key);
+        // Equal to ours: our own commit, whose answer was lost and the operation rerun.
+        if (stored) return { group: stored.value, created: sameVmGroup(stored.value, g) };
+        checkGroupFits(room.dc, room.groups, g);
+        const tx = await room.guard
+          .and(key, "Create", "==", 0)
+          .then(this.ns.put(key).value(JSON.stringify(g)), room.bump)
+          .commit();
+        if (tx.succeeded) return { group: g, created: true };
+      }
+      throw casExhausted(key);
+    });
+  }
+
+  updateVmGroup(expected: VmGroupRecord, next: VmGroupRecord): Promise<boolean> {
+    return this.run(`update VM group ${JSON.stringify(expected?.requestId)}`, async () => {
+      const e = checkVmGroup(expected);
+      const n = checkVmGroup(next);
+      checkGroupUpdate(e, n);
+      const key = `vmgroups/${enc(e.requestId)}`;
+      for (let round = 0; round < MAX_CAS_ROUNDS; round++) {
+        const room = groupGrows(e, n) ? await this.readRoom(n.datacenter) : undefined;
+        const stored = await this.getOne<VmGroupRecord>(key);
+        if (stored && sameVmGroup(stored.value, n)) return true;
+        if (!stored || !sameVmGroup(stored.value, e)) return false;
+        const write = this.ns.put(key).value(JSON.stringify(n));
+        let tx;
+        if (room) {
+          checkGroupFits(room.dc, room.groups, n);
+          tx = await room.guard.and(key, "Mod", "==", stored.kv.mod_revision).then(write, room.bump).commit();
+        } else {
+          tx = await this.ns.if(key, "Mod", "==", stored.kv.mod_revision).then(write).commit();
+        }
+        if (tx.succeeded) return true;
+      }
+      throw casExhausted(key);
+    });
+  }
+
+  /**
+   * A datacenter's capacity and groups, read after its allocation key, with the guard that
+   * holds only while neither the datacenter record nor the allocation key changed, and the
+   * write that bumps the key. Any later capacity-taking write bumps it, so a transaction
+   * under this guard commits only if no such write came in since these reads; deletes do not
+   * bump it, and only free room, so missing one errs on the safe side.
+   */
+  private async readRoom(datacenter: string): Promise<{
+    dc: DatacenterRecord;
+    groups: VmGroupRecord[];
+    guard: ReturnType<Namespace["if"]>;
+    bump: ReturnType<Namespace["put"]>;
+  }> {
+    const allocKey = `alloc/${enc(datacenter)}`;
+    const dcKey = `datacenters/${enc(datacenter)}`;
+    const alloc = await this.getOne<{ at: number }>(allocKey);
+    const dc = await this.getOne<DatacenterRecord>(dcKey);
+    if (!dc) throw unknownDatacenter(datacenter);
+    const groups = (await this.list<VmGroupRecord>("vmgroups/")).filter((g) => g.datacenter === datacenter);
+    const guard = alloc
+      ? this.ns.if(allocKey, "Mod", "==", alloc.kv.mod_revision)
+      : this.ns.if(allocKey, "Create", "==", 0);
+    return {
+      dc: dc.value,
+      groups,
+      guard: guard.and(dcKey, "Mod", "==", dc.kv.mod_revision),
+      bump: this.ns.put(allocKey).value(JSON.stringify({ at: Date.now() })),
+    };
+  }
+
   getVmGroup(requestId: string): Promise<VmGroupRecord | undefined> {
     return this.run(`get VM group ${JSON.stringify(requestId)}`, async () => {
       checkId("VM group request id", requestId);
@@ -471,6 +552,35 @@ export class EtcdCatalog implements Catalog {
     return this.run(`delete VM group ${JSON.stringify(requestId)}`, async () => {
       checkId("VM group request id", requestId);
       await this.ns.delete().key(`vmgroups/${enc(requestId)}`);
+    });
+  }
+
+  putImageRef(ref: ImageRefRecord): Promise<void> {
+    return this.run(
+      `claim image ${JSON.stringify(ref?.digest)} in ${JSON.stringify(ref?.datacenter)}`,
+      async () => {
+        const r = checkImageRef(ref);
+        await this.ns.put(imageRefKey(r.digest, r.datacenter, r.holder)).value(JSON.stringify(r));
+      },
+    );
+  }
+
+  deleteImageRef(digest: string, datacenter: string, holder: string): Promise<void> {
+    return this.run(
+      `release the claim on ${JSON.stringify(digest)} in ${JSON.stringify(datacenter)}`,
+      async () => {
+        checkDigest(digest);
+        checkName("claim datacenter", datacenter);
+        checkHolder(holder);
+        await this.ns.delete().key(imageRefKey(digest, datacenter, holder));
+      },
+    );
+  }
+
+  listImageRefs(digest: string): Promise<ImageRefRecord[]> {
+    return this.run(`list the claims on ${JSON.stringify(digest)}`, async () => {
+      const refs = await this.list<ImageRefRecord>(`imagerefs/${enc(checkDigest(digest))}/`);
+      return refs.sort(byKey((r) => `${r.datacenter}\u0000${r.holder}`));
     });
   }
 
@@ -514,6 +624,10 @@ export class EtcdCatalog implements Catalog {
     this.client.close();
     return Promise.resolve();
   }
+}
+
+function imageRefKey(digest: string, datacenter: string, holder: string): string {
+  return `imagerefs/${enc(digest)}/${enc(datacenter)}/${enc(holder)}`;
 }
 
 function casExhausted(key: string): GciError {

@@ -3,8 +3,10 @@
 export type {
   Capacity,
   Catalog,
+  CreatedVmGroup,
   DatacenterRecord,
   ImageRecord,
+  ImageRefRecord,
   LeaseRecord,
   PlacementRecord,
   PlacementState,

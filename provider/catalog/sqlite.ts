@@ -10,9 +10,13 @@ import * as path from "path";
 import Database from "better-sqlite3";
 
 import { GciError, invalid, precondition, unavailable } from "../errors";
+import { checkGroupFits, checkGroupUpdate, groupGrows, sameVmGroup } from "./groups";
+import { checkHolder, checkImageRef } from "./refs";
 import type {
   Catalog,
+  CreatedVmGroup,
   DatacenterRecord,
+  ImageRefRecord,
   ImageRecord,
   LeaseRecord,
   PlacementRecord,
@@ -43,7 +47,7 @@ import {
 } from "./validate";
 
 /** The schema this code writes; stored in the file's user_version pragma. */
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 
 /** Options for {@link SqliteCatalog}. */
 export interface SqliteCatalogArgs {
@@ -120,6 +124,24 @@ CREATE TABLE IF NOT EXISTS vms (
 CREATE INDEX IF NOT EXISTS vms_datacenter ON vms (datacenter, id);
 CREATE INDEX IF NOT EXISTS vms_request ON vms (request_id, id);
 `;
+
+/** Version 2: claims on image copies (who needs a copy, so it is not deleted under them). */
+const SCHEMA_V2 = `
+CREATE TABLE IF NOT EXISTS image_refs (
+  digest TEXT NOT NULL,
+  datacenter TEXT NOT NULL,
+  holder TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (digest, datacenter, holder)
+) WITHOUT ROWID;
+`;
+
+interface ImageRefRow {
+  digest: string;
+  datacenter: string;
+  holder: string;
+  created_at: number;
+}
 
 interface DatacenterRow {
   name: string;
@@ -305,10 +327,9 @@ export class SqliteCatalog implements Catalog {
               `(${SQLITE_SCHEMA_VERSION}): upgrade GCI, or point it at another catalog file.`,
           );
         }
-        if (version < 1) {
-          this.db.exec(SCHEMA_V1);
-          this.db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
-        }
+        if (version < 1) this.db.exec(SCHEMA_V1);
+        if (version < 2) this.db.exec(SCHEMA_V2);
+        if (version < SQLITE_SCHEMA_VERSION) this.db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
       })
       .immediate();
   }
@@ -565,6 +586,62 @@ export class SqliteCatalog implements Catalog {
     });
   }
 
+  createVmGroup(group: VmGroupRecord): Promise<CreatedVmGroup> {
+    return this.run(`create VM group ${JSON.stringify(group?.requestId)}`, () => {
+      const g = checkVmGroup(group);
+      // IMMEDIATE: the write lock is held from the capacity read to the insert, so two
+      // processes cannot both see the same free room.
+      return this.db
+        .transaction((): CreatedVmGroup => {
+          const stored = this.vmGroupRow(g.requestId);
+          if (stored) return { group: toVmGroup(stored), created: false };
+          this.checkRoom(g);
+          this.stmt(
+            `INSERT INTO vm_groups (request_id, datacenter, digest, count, vcpus, memory_mib, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)`,
+          ).run(g.requestId, g.datacenter, g.digest, g.count, g.vcpus, g.memoryMiB, g.createdAt);
+          return { group: g, created: true };
+        })
+        .immediate();
+    });
+  }
+
+  updateVmGroup(expected: VmGroupRecord, next: VmGroupRecord): Promise<boolean> {
+    return this.run(`update VM group ${JSON.stringify(expected?.requestId)}`, () => {
+      const e = checkVmGroup(expected);
+      const n = checkVmGroup(next);
+      checkGroupUpdate(e, n);
+      return this.db
+        .transaction((): boolean => {
+          const stored = this.vmGroupRow(e.requestId);
+          if (stored && sameVmGroup(toVmGroup(stored), n)) return true;
+          if (!stored || !sameVmGroup(toVmGroup(stored), e)) return false;
+          if (groupGrows(e, n)) this.checkRoom(n);
+          this.stmt(
+            `UPDATE vm_groups SET digest = ?, count = ?, vcpus = ?, memory_mib = ?, created_at = ?
+               WHERE request_id = ?`,
+          ).run(n.digest, n.count, n.vcpus, n.memoryMiB, n.createdAt, n.requestId);
+          return true;
+        })
+        .immediate();
+    });
+  }
+
+  private vmGroupRow(requestId: string): VmGroupRow | undefined {
+    return this.stmt("SELECT * FROM vm_groups WHERE request_id = ?").get(requestId) as VmGroupRow | undefined;
+  }
+
+  /** Inside a write transaction: RESOURCE_EXHAUSTED unless `g` fits beside its datacenter's other groups. */
+  private checkRoom(g: VmGroupRecord): void {
+    const dc = this.stmt("SELECT * FROM datacenters WHERE name = ?").get(g.datacenter) as
+      DatacenterRow | undefined;
+    if (!dc) throw unknownDatacenter(g.datacenter);
+    const groups = this.stmt("SELECT * FROM vm_groups WHERE datacenter = ?").all(
+      g.datacenter,
+    ) as VmGroupRow[];
+    checkGroupFits(toDatacenter(dc), groups.map(toVmGroup), g);
+  }
+
   getVmGroup(requestId: string): Promise<VmGroupRecord | undefined> {
     return this.run(`get VM group ${JSON.stringify(requestId)}`, () => {
       checkId("VM group request id", requestId);
@@ -590,6 +667,46 @@ export class SqliteCatalog implements Catalog {
     return this.run(`delete VM group ${JSON.stringify(requestId)}`, () => {
       checkId("VM group request id", requestId);
       this.stmt("DELETE FROM vm_groups WHERE request_id = ?").run(requestId);
+    });
+  }
+
+  putImageRef(ref: ImageRefRecord): Promise<void> {
+    return this.run(
+      `claim image ${JSON.stringify(ref?.digest)} in ${JSON.stringify(ref?.datacenter)}`,
+      () => {
+        const r = checkImageRef(ref);
+        this.stmt(
+          "INSERT OR REPLACE INTO image_refs (digest, datacenter, holder, created_at) VALUES (?, ?, ?, ?)",
+        ).run(r.digest, r.datacenter, r.holder, r.createdAt);
+      },
+    );
+  }
+
+  deleteImageRef(digest: string, datacenter: string, holder: string): Promise<void> {
+    return this.run(`release the claim on ${JSON.stringify(digest)} in ${JSON.stringify(datacenter)}`, () => {
+      checkDigest(digest);
+      checkName("claim datacenter", datacenter);
+      checkHolder(holder);
+      this.stmt("DELETE FROM image_refs WHERE digest = ? AND datacenter = ? AND holder = ?").run(
+        digest,
+        datacenter,
+        holder,
+      );
+    });
+  }
+
+  listImageRefs(digest: string): Promise<ImageRefRecord[]> {
+    return this.run(`list the claims on ${JSON.stringify(digest)}`, () => {
+      checkDigest(digest);
+      const rows = this.stmt("SELECT * FROM image_refs WHERE digest = ? ORDER BY datacenter, holder").all(
+        digest,
+      ) as ImageRefRow[];
+      return rows.map((r) => ({
+        digest: r.digest,
+        datacenter: r.datacenter,
+        holder: r.holder,
+        createdAt: r.created_at,
+      }));
     });
   }
 

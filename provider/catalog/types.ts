@@ -70,6 +70,27 @@ export interface VmRecord {
   readonly updatedAt: number;
 }
 
+/**
+ * A claim that something outside the cluster managers needs an image's copy in a datacenter:
+ * an Image (its home copy) or ImageReplica resource of some stack. A copy with claims is not
+ * deleted; each resource removes only its own claim.
+ */
+export interface ImageRefRecord {
+  readonly digest: string;
+  readonly datacenter: string;
+  /** Who claims it, e.g. the resource's request key (its URN). */
+  readonly holder: string;
+  readonly createdAt: number;
+}
+
+/** What {@link Catalog.createVmGroup} did. */
+export interface CreatedVmGroup {
+  /** The stored group: the new one, or the one an earlier request with this id stored. */
+  readonly group: VmGroupRecord;
+  /** True when this call stored it. */
+  readonly created: boolean;
+}
+
 /** A transfer lease: who is moving an image into a datacenter, until when. */
 export interface LeaseRecord {
   readonly digest: string;
@@ -118,9 +139,31 @@ export interface Catalog {
    * (so a repeated request sees the original).
    */
   putVmGroupIfAbsent(group: VmGroupRecord): Promise<VmGroupRecord>;
+  /**
+   * Records a new VM group only if its datacenter has room for it beside the datacenter's other
+   * groups, the check and the insert in one transaction, so concurrent starts cannot overcommit.
+   * A group already stored under the request id is returned as it is (created: false, no check).
+   * Throws RESOURCE_EXHAUSTED saying what is free, NOT_FOUND for an unknown datacenter.
+   */
+  createVmGroup(group: VmGroupRecord): Promise<CreatedVmGroup>;
+  /**
+   * Compare-and-swap: replaces the stored group with `next` (same request id and datacenter)
+   * only if it still equals `expected`, field by field; returns false and writes nothing when
+   * it changed or is gone (true, writing nothing, when it already equals `next`: a retried
+   * update). A `next` that holds more than `expected` is checked against the datacenter's
+   * capacity in the same transaction (RESOURCE_EXHAUSTED).
+   */
+  updateVmGroup(expected: VmGroupRecord, next: VmGroupRecord): Promise<boolean>;
   getVmGroup(requestId: string): Promise<VmGroupRecord | undefined>;
   listVmGroups(datacenter?: string): Promise<VmGroupRecord[]>;
   deleteVmGroup(requestId: string): Promise<void>;
+
+  /** Adds (or renews) a holder's claim on an image's copy in a datacenter (idempotent). */
+  putImageRef(ref: ImageRefRecord): Promise<void>;
+  /** Removes one holder's claim; others' claims stay. Idempotent. */
+  deleteImageRef(digest: string, datacenter: string, holder: string): Promise<void>;
+  /** The claims on an image's copies (every datacenter), sorted by datacenter then holder. */
+  listImageRefs(digest: string): Promise<ImageRefRecord[]>;
 
   putVm(vm: VmRecord): Promise<void>;
   getVm(id: string): Promise<VmRecord | undefined>;

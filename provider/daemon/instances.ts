@@ -7,6 +7,8 @@ import { checkDigest, checkVmId } from "../catalog/validate";
 import { dataLoss, notFound } from "../errors";
 import { extractImage, ImageStore, Manifest } from "../image";
 import { driverFor, driverForKind, InstanceDriver, InstanceHandle, loadHandle, logPath } from "../vm";
+import { syncTree, writeFileDurably } from "./durable";
+import { failpoint } from "./failpoint";
 import type { Logger } from "./log";
 
 /** Where an instance manager lives. */
@@ -18,6 +20,8 @@ export interface InstanceManagerArgs {
   readonly log: Logger;
 }
 
+/** The file that marks an extracted image whole; written last, durably. */
+const COMPLETE_MARKER = ".complete";
 /** How long an instance may take from start to ready before it is marked failed. */
 const READY_TIMEOUT_MS = 180_000;
 /** Instances started at once; QEMU guests are CPU-bound, process instances are cheap. */
@@ -46,6 +50,8 @@ export function instanceIndex(id: string): number {
 export class InstanceManager {
   private readonly groupLocks = new Map<string, Promise<unknown>>();
   private readonly extracting = new Map<string, Promise<string>>();
+  /** Per digest, how many converges are using its extracted image now. */
+  private readonly converging = new Map<string, number>();
 
   constructor(private readonly args: InstanceManagerArgs) {}
 
@@ -93,24 +99,42 @@ export class InstanceManager {
    * stopped or failed), stops those past the count. Returns the ids of the group, in order.
    */
   converge(group: VmGroupRecord, onProgress?: (ready: number, total: number) => void): Promise<string[]> {
-    return this.withGroup(group.requestId, async () => {
-      const entry = await this.args.store.get(group.digest);
-      if (!entry) throw notFound(`image ${group.digest} is not stored in ${this.args.datacenter}`);
-      const driver = driverFor(entry.manifest);
-      driver.validate(entry.manifest);
-      const imageDir = await this.imageDir(group.digest);
-      const existing = await this.args.catalog.listVms({ requestId: group.requestId });
-      for (const vm of existing.filter((v) => instanceIndex(v.id) >= group.count))
-        await this.stopOne(vm, true);
-      const ids = await this.placeholders(group, driver.kind);
-      let ready = 0;
-      onProgress?.(0, ids.length);
-      await inBatches(ids, STARTS_IN_FLIGHT[driver.kind], async (id) => {
-        await this.ensureRunning(id, group, driver, entry.manifest, imageDir);
-        onProgress?.(++ready, ids.length);
-      });
-      return ids;
+    return this.withGroup(group.requestId, () =>
+      this.usingImage(group.digest, () => this.convergeNow(group, onProgress)),
+    );
+  }
+
+  /** Runs `fn` with `digest`'s extracted image marked in use, so the collector leaves it. */
+  private async usingImage<T>(digest: string, fn: () => Promise<T>): Promise<T> {
+    this.converging.set(digest, (this.converging.get(digest) ?? 0) + 1);
+    try {
+      return await fn();
+    } finally {
+      const n = (this.converging.get(digest) ?? 1) - 1;
+      if (n === 0) this.converging.delete(digest);
+      else this.converging.set(digest, n);
+    }
+  }
+
+  private async convergeNow(
+    group: VmGroupRecord,
+    onProgress?: (ready: number, total: number) => void,
+  ): Promise<string[]> {
+    const entry = await this.args.store.get(group.digest);
+    if (!entry) throw notFound(`image ${group.digest} is not stored in ${this.args.datacenter}`);
+    const driver = driverFor(entry.manifest);
+    driver.validate(entry.manifest);
+    const imageDir = await this.imageDir(group.digest);
+    const existing = await this.args.catalog.listVms({ requestId: group.requestId });
+    for (const vm of existing.filter((v) => instanceIndex(v.id) >= group.count)) await this.stopOne(vm, true);
+    const ids = await this.placeholders(group, driver.kind);
+    let ready = 0;
+    onProgress?.(0, ids.length);
+    await inBatches(ids, STARTS_IN_FLIGHT[driver.kind], async (id) => {
+      await this.ensureRunning(id, group, driver, entry.manifest, imageDir);
+      onProgress?.(++ready, ids.length);
     });
+    return ids;
   }
 
   private async ensureRunning(
@@ -130,6 +154,7 @@ export class InstanceManager {
     fs.mkdirSync(runDir, { recursive: true });
     const base = { id, requestId: group.requestId, datacenter, digest: group.digest };
     try {
+      failpoint("instance.start");
       const handle = await driver.start({
         id,
         datacenter,
@@ -154,13 +179,22 @@ export class InstanceManager {
     }
   }
 
-  /** The image extracted once per digest under <data>/rootfs, shared read-only by its instances. */
+  /** Where images are extracted: <data>/rootfs/<digest hex>. */
+  private rootfsRoot(): string {
+    return path.join(this.args.dataDir, "rootfs");
+  }
+
+  /**
+   * The image extracted once per digest under <data>/rootfs, shared read-only by its instances.
+   * Every file, directory and the `.complete` marker are fsync'd, the marker last: after a
+   * power loss a marked image is whole, and an unmarked one is extracted again.
+   */
   private imageDir(digest: string): Promise<string> {
-    const dir = path.join(this.args.dataDir, "rootfs", checkDigest(digest).slice("sha256:".length));
+    const dir = path.join(this.rootfsRoot(), checkDigest(digest).slice("sha256:".length));
     let pending = this.extracting.get(digest);
     if (!pending) {
       pending = (async () => {
-        if (fs.existsSync(path.join(dir, ".complete"))) return dir;
+        if (fs.existsSync(path.join(dir, COMPLETE_MARKER))) return dir;
         fs.rmSync(dir, { recursive: true, force: true });
         fs.mkdirSync(path.dirname(dir), { recursive: true });
         const archive = `${dir}.tar.tmp`;
@@ -170,12 +204,34 @@ export class InstanceManager {
         } finally {
           fs.rmSync(archive, { force: true });
         }
-        fs.writeFileSync(path.join(dir, ".complete"), digest);
+        await syncTree(dir);
+        await writeFileDurably(path.join(dir, COMPLETE_MARKER), digest);
         return dir;
       })().finally(() => this.extracting.delete(digest));
       this.extracting.set(digest, pending);
     }
     return pending;
+  }
+
+  /**
+   * Removes the extracted images (and half-written archives) of every digest not in `keep`
+   * and not being extracted right now; returns how many images it removed.
+   */
+  async collectExtracted(keep: ReadonlySet<string>): Promise<number> {
+    const root = this.rootfsRoot();
+    if (!fs.existsSync(root)) return 0;
+    let removed = 0;
+    for (const name of fs.readdirSync(root)) {
+      const hex = /^([0-9a-f]{64})(\.tar\.tmp)?$/.exec(name)?.[1];
+      // Anything else was not made by imageDir: left alone.
+      if (hex === undefined) continue;
+      const digest = `sha256:${hex}`;
+      if (keep.has(digest) || this.extracting.has(digest) || this.converging.has(digest)) continue;
+      // Synchronous: no converge can start using the directory between the check and the removal.
+      fs.rmSync(path.join(root, name), { recursive: true, force: true });
+      if (!name.endsWith(".tmp")) removed++;
+    }
+    return removed;
   }
 
   /** Stops one instance; `forget` removes its record, otherwise it stays as "stopped". */

@@ -17,11 +17,13 @@ import type { Vm__Output } from "../../schema/gen/gci/v1/Vm";
 import { Catalog, DatacenterRecord, openCatalog, VmGroupRecord, VmRecord } from "../catalog";
 import { checkDigest, checkId, checkVmId } from "../catalog/validate";
 import { ClusterClient } from "../client";
-import { exhausted, GciError, invalid, notFound, precondition } from "../errors";
+import { GciError, invalid, notFound, precondition, unavailable } from "../errors";
 import { ImageStore } from "../image";
 import { CHANNEL_OPTIONS, loadApi, loadHealthDefinition } from "../rpc/proto";
 import { toStatus, unary } from "../rpc/status";
 import { MACHINE_SIZES, MachineSize, machineSize } from "../vm/sizes";
+import { COLLECT_INTERVAL_MS, Collector, CopyUse } from "./collector";
+import { failpoint } from "./failpoint";
 import { HOPS_KEY, nextHop, routeOf } from "./forwarding";
 import { InstanceManager } from "./instances";
 import { Logger } from "./log";
@@ -77,7 +79,13 @@ export class ClusterManager {
   private store!: ImageStore;
   private puller!: ImagePuller;
   private instances!: InstanceManager;
+  private collector!: Collector;
+  /** Readers of stored copies (transfers out, uploads), so a copy is not deleted under them. */
+  private readonly copyUse = new CopyUse();
+  /** Digests DeleteImage is deleting here now; a start of one waits for a retry. */
+  private readonly deleting = new Set<string>();
   private heartbeat?: NodeJS.Timeout;
+  private collectTimer?: NodeJS.Timeout;
   private endpoint = "";
 
   constructor(private readonly args: ClusterManagerArgs) {
@@ -109,6 +117,14 @@ export class ClusterManager {
       dataDir: this.args.dataDir,
       store: this.store,
       catalog: this.catalog,
+      log: this.log,
+    });
+    this.collector = new Collector({
+      datacenter,
+      store: this.store,
+      catalog: this.catalog,
+      instances: this.instances,
+      use: this.copyUse,
       log: this.log,
     });
     this.addServices();
@@ -145,6 +161,10 @@ export class ClusterManager {
     }
     await this.instances.recover();
     await this.puller.resumeInterrupted();
+    // What a crash left (bytes no placement names, extracted images of deleted images) goes now.
+    await this.collector.collect("start");
+    this.collectTimer = setInterval(() => void this.collector.collect("timer"), COLLECT_INTERVAL_MS);
+    this.collectTimer.unref();
     return this.endpoint;
   }
 
@@ -155,6 +175,7 @@ export class ClusterManager {
    */
   async stop(graceMs = 5000, stopInstances = false): Promise<void> {
     clearInterval(this.heartbeat);
+    clearInterval(this.collectTimer);
     if (stopInstances)
       await this.instances?.stopAll().catch((e) => this.log.warn("stop_all.failed", { error: String(e) }));
     await new Promise<void>((resolve) => {
@@ -193,13 +214,14 @@ export class ClusterManager {
           to: call.request.receiver,
           heldChunks: call.request.held_chunks.length,
         });
+        const done = this.copyUse.read(call.request.digest, `a transfer to ${call.request.receiver}`);
         void transmit(
           this.store,
           this.log,
           call,
           this.args.maxTransferRate ?? 0,
           this.args.host ?? "127.0.0.1",
-        );
+        ).finally(done);
       },
     };
   }
@@ -310,6 +332,17 @@ export class ClusterManager {
     });
     const h = await headerSeen;
     checkId("request_id", h.request_id);
+    // Until its placement is recorded, the new copy is one the collector must not take.
+    const uploaded = this.copyUse.upload();
+    try {
+      return await this.record(h, body);
+    } finally {
+      uploaded();
+    }
+  }
+
+  /** Stores an upload's archive and records it in the catalog. */
+  private async record(h: UploadHeader__Output, body: PassThrough): Promise<Image> {
     const entry = await this.store.ingest(body, {
       name: h.name || undefined,
       expectedDigest: h.expected_digest || undefined,
@@ -360,20 +393,73 @@ export class ClusterManager {
     };
   }
 
+  /**
+   * DeleteImage: this datacenter's copy goes, unless something uses it. The placement goes
+   * first and the bytes after, so a crash between the two leaves bytes no placement names
+   * (the collector frees them), never a "present" copy without bytes.
+   */
   private async deleteImage(requestId: string, digest: string): Promise<Image> {
     const image = await this.describeImage(digest);
-    const users = (await this.catalog.listVmGroups(this.name)).filter((g) => g.digest === digest);
-    if (users.length > 0) {
-      throw precondition(
-        `image ${digest} is used by VM groups ${users.map((g) => g.requestId).join(", ")} in ${this.name}: stop them first`,
-      );
+    if (this.deleting.has(digest))
+      throw unavailable(`image ${digest} is being deleted from ${this.name}: retry`);
+    this.deleting.add(digest);
+    try {
+      await this.refuseIfUsed(digest);
+      await this.catalog.deletePlacement(digest, this.name);
+      // A start or transfer that began while the placement was still there: the copy stays.
+      if ((await this.copyUsers(digest)).length > 0) {
+        await this.restorePlacement(digest, Number(image.size_bytes ?? 0));
+        await this.refuseIfUsed(digest);
+      }
+      const left = (await this.catalog.listPlacements(digest)).filter((p) => p.state === "present");
+      if (left.length === 0) await this.catalog.deleteImage(digest);
+      failpoint("delete-image.between");
+      await this.store.delete(digest);
+      this.log.info("image.deleted", { requestId, digest, copiesLeft: left.length });
+      await this.collector.collect("image.deleted");
+      return { ...image, datacenters: left.map((p) => p.datacenter).sort() };
+    } finally {
+      this.deleting.delete(digest);
     }
-    await this.store.delete(digest);
-    await this.catalog.deletePlacement(digest, this.name);
-    const left = (await this.catalog.listPlacements(digest)).filter((p) => p.state === "present");
-    if (left.length === 0) await this.catalog.deleteImage(digest);
-    this.log.info("image.deleted", { requestId, digest, copiesLeft: left.length });
-    return { ...image, datacenters: left.map((p) => p.datacenter).sort() };
+  }
+
+  private async restorePlacement(digest: string, sizeBytes: number): Promise<void> {
+    await this.catalog.putPlacement({
+      digest,
+      datacenter: this.name,
+      state: "present",
+      bytesDone: sizeBytes,
+      bytesTotal: sizeBytes,
+      error: "",
+      updatedAt: Date.now(),
+    });
+  }
+
+  /** FAILED_PRECONDITION naming every user of this datacenter's copy of `digest`, and the fix. */
+  private async refuseIfUsed(digest: string): Promise<void> {
+    const users = await this.copyUsers(digest);
+    if (users.length === 0) return;
+    throw precondition(
+      `image ${digest} is used by ${users.join("; ")} in ${this.name}: stop them first (VM groups: ` +
+        `gci vm stop <request id>; transfers: wait until they finish; claims: destroy those resources), then retry`,
+    );
+  }
+
+  /** What uses this datacenter's copy of `digest`: groups, live instances, transfers reading it, claims. */
+  private async copyUsers(digest: string): Promise<string[]> {
+    const groups = (await this.catalog.listVmGroups(this.name)).filter((g) => g.digest === digest);
+    const grouped = new Set(groups.map((g) => g.requestId));
+    const live = (await this.catalog.listVms({ datacenter: this.name })).filter(
+      (v) =>
+        v.digest === digest && !grouped.has(v.requestId) && v.state !== "stopped" && v.state !== "failed",
+    );
+    const claims = (await this.catalog.listImageRefs(digest)).filter((r) => r.datacenter === this.name);
+    const users: string[] = [];
+    if (groups.length > 0) users.push(`VM groups ${groups.map((g) => g.requestId).join(", ")}`);
+    if (live.length > 0) users.push(`VMs ${live.map((v) => `${v.id} (${v.state})`).join(", ")}`);
+    users.push(...this.copyUse.readersOf(digest));
+    if (claims.length > 0) users.push(`claims of ${claims.map((r) => r.holder).join(", ")}`);
+    return users;
   }
 
   /** Resolves a request's machine size: a named size, or vCPUs and memory (defaults: micro). */
@@ -411,14 +497,12 @@ export class ClusterManager {
     const { op, created } = this.ops.begin(opId, "start_vms");
     if (!created) return op;
     try {
-      const existing = await this.catalog.getVmGroup(requestId);
-      if (existing && existing.digest !== digest) {
-        throw invalid(
-          `request id "${requestId}" was already used for image ${existing.digest}: use a new request id`,
-        );
+      if (this.deleting.has(digest)) {
+        throw unavailable(`image ${digest} is being deleted from ${this.name}: retry in a moment`);
       }
-      if (!existing) await this.checkCapacity(target, req.count, size, requestId);
-      const group = await this.catalog.putVmGroupIfAbsent({
+      // The capacity check and the insert are one catalog transaction: concurrent starts
+      // cannot both take the last free room.
+      const { group, created } = await this.catalog.createVmGroup({
         requestId,
         datacenter: this.name,
         digest,
@@ -427,6 +511,11 @@ export class ClusterManager {
         memoryMiB: size.memoryMiB,
         createdAt: Date.now(),
       });
+      if (group.digest !== digest) {
+        throw invalid(
+          `request id "${requestId}" was already used for image ${group.digest}: use a new request id`,
+        );
+      }
       this.log.info("start.accepted", {
         requestId,
         digest,
@@ -434,9 +523,9 @@ export class ClusterManager {
         vcpus: group.vcpus,
         memoryMiB: group.memoryMiB,
         forwardedBy: req.forwarded_by || undefined,
-        repeated: existing !== undefined,
+        repeated: !created,
       });
-      void this.runStart(opId, group);
+      void this.runStart(opId, group, created);
     } catch (e) {
       this.ops.fail(opId, e);
       // A refused request leaves no operation behind, so a corrected retry with the same id is accepted.
@@ -446,28 +535,8 @@ export class ClusterManager {
     return this.ops.get(opId);
   }
 
-  /** RESOURCE_EXHAUSTED, saying what is free, when the datacenter cannot hold `count` more of `size`. */
-  private async checkCapacity(
-    dc: DatacenterRecord,
-    count: number,
-    size: MachineSize,
-    requestId: string,
-  ): Promise<void> {
-    const groups = (await this.catalog.listVmGroups(dc.name)).filter((g) => g.requestId !== requestId);
-    const usedVcpus = groups.reduce((sum, g) => sum + g.vcpus * g.count, 0);
-    const usedMemory = groups.reduce((sum, g) => sum + g.memoryMiB * g.count, 0);
-    const freeVcpus = dc.capacity.vcpus - usedVcpus;
-    const freeMemory = dc.capacity.memoryMiB - usedMemory;
-    if (count * size.vcpus > freeVcpus || count * size.memoryMiB > freeMemory) {
-      throw exhausted(
-        `datacenter ${dc.name} has ${freeVcpus} of ${dc.capacity.vcpus} vCPUs and ${freeMemory} of ` +
-          `${dc.capacity.memoryMiB} MiB free; ${count} x (${size.vcpus} vCPU, ${size.memoryMiB} MiB) does not fit: ` +
-          `ask for fewer or smaller VMs, or another datacenter`,
-      );
-    }
-  }
-
-  private async runStart(opId: string, group: VmGroupRecord): Promise<void> {
+  /** Brings the image in and boots the group; `created`: this request stored the group. */
+  private async runStart(opId: string, group: VmGroupRecord, created: boolean): Promise<void> {
     const { requestId, digest } = group;
     try {
       this.ops.progress(opId, { phase: "image" });
@@ -497,10 +566,31 @@ export class ClusterManager {
       });
     } catch (e) {
       this.log.warn("start.failed", { requestId, digest, error: String(e) });
-      // Nothing is left behind: the group's instances are stopped and the group forgotten.
-      await this.instances.stop(requestId).catch(() => undefined);
-      await this.catalog.deleteVmGroup(requestId).catch(() => undefined);
+      await this.rollBackStart(group, created);
       this.ops.fail(opId, e);
+      // A failed transfer leaves chunks, a failed first boot an extracted image.
+      void this.collector.collect("start.failed");
+    }
+  }
+
+  /**
+   * After a failed start: only a group this request created and none of whose instances ever
+   * ran is rolled back (stopped and forgotten, nothing left behind). A group that was running
+   * keeps its record and its running instances; the failed ones stay "failed", and a repeated
+   * start starts them again.
+   */
+  private async rollBackStart(group: VmGroupRecord, created: boolean): Promise<void> {
+    const { requestId } = group;
+    const vms = await this.catalog.listVms({ requestId });
+    const running = vms.filter((v) => v.state === "running").length;
+    if (!created || running > 0) {
+      this.log.info("start.kept", { requestId, created, running, failed: vms.length - running });
+      return;
+    }
+    try {
+      await this.instances.stop(requestId);
+    } catch (e) {
+      this.log.warn("start.rollback_failed", { requestId, error: String(e) });
     }
   }
 
@@ -660,19 +750,16 @@ export class ClusterManager {
     }
     const { group, remote } = await this.groupOwner(req.start_request_id, call, "ScaleVms");
     if (remote) return withClient(remote, (c) => c.scaleVms(requestId, req.start_request_id, req.count));
-    const dc = (await this.catalog.getDatacenter(this.name))!;
-    if (req.count > group.count) {
-      await this.checkCapacity(
-        dc,
-        req.count,
-        { vcpus: group.vcpus, memoryMiB: group.memoryMiB },
-        group.requestId,
+    const scaled = { ...group, count: req.count };
+    // One compare-and-swap, with the capacity check of a growth: the group is never absent
+    // from the catalog, and two scales cannot both take the last free room.
+    if (!(await this.catalog.updateVmGroup(group, scaled))) {
+      throw precondition(
+        `start request ${group.requestId} changed while this ScaleVms read it (another scale or a stop ` +
+          `ran meanwhile): retry with a new request id`,
       );
     }
-    const scaled = { ...group, count: req.count };
-    // The catalog keeps groups put-if-absent; a new count is a delete and a put.
-    await this.catalog.deleteVmGroup(group.requestId);
-    await this.catalog.putVmGroupIfAbsent(scaled);
+    failpoint("scale.record");
     this.log.info("scale.accepted", {
       requestId,
       startRequestId: group.requestId,
@@ -736,8 +823,14 @@ export class ClusterManager {
       );
     }
     return this.operation(`replicate-${requestId}`, "replicate_image", async () => {
-      const transfer = await this.puller.ensure(digest, requestId);
-      return { transfer: transfer ?? null };
+      try {
+        const transfer = await this.puller.ensure(digest, requestId);
+        return { transfer: transfer ?? null };
+      } catch (e) {
+        // The chunks a failed transfer received are unreferenced: the collector frees them.
+        void this.collector.collect("replicate.failed");
+        throw e;
+      }
     });
   }
 }

@@ -85,6 +85,7 @@ export const imageHandlers: pulumi.dynamic.ResourceProvider = {
     const progress = new ProgressReporter(label(inputs.requestKey));
     return withWorld(inputs.catalog, async (world) => {
       const image = await ensureAt(world, inputs, inputs.datacenter, progress);
+      await claimCopy(world, inputs.digest, inputs.datacenter, inputs.requestKey);
       return { id: inputs.digest, outs: { ...inputs, datacenters: image.datacenters ?? [] } };
     });
   },
@@ -110,7 +111,8 @@ export const imageHandlers: pulumi.dynamic.ResourceProvider = {
       let datacenters = olds.datacenters ?? [];
       if (olds.datacenter !== news.datacenter) {
         const image = await ensureAt(world, news, news.datacenter, progress);
-        await deleteCopy(world, olds.digest, olds.datacenter, progress);
+        await claimCopy(world, news.digest, news.datacenter, news.requestKey);
+        await releaseCopy(world, olds.digest, olds.datacenter, olds.requestKey, progress);
         datacenters = (image.datacenters ?? []).filter((d) => d !== olds.datacenter);
       }
       return { outs: { ...news, datacenters } };
@@ -120,7 +122,11 @@ export const imageHandlers: pulumi.dynamic.ResourceProvider = {
   async delete(id, props: ImageOutputs) {
     const progress = new ProgressReporter(label(props.requestKey ?? id));
     await withWorld(props.catalog, async (world) => {
-      // Every copy: the home one and those VM groups pulled. A copy a VM group still uses stays.
+      // Only this resource's own claim goes; then every copy nothing else uses (the home one and
+      // those VM groups pulled). A copy another stack's Image or ImageReplica claims, or a VM
+      // group, instance or transfer uses, stays: the cluster manager refuses to delete it.
+      if (props.requestKey)
+        await (await world.catalog()).deleteImageRef(id, props.datacenter, props.requestKey);
       for (const dc of await holders(world, id)) await deleteCopy(world, id, dc, progress);
     });
   },
@@ -172,7 +178,32 @@ async function getImage(client: ClusterClient, digest: string): Promise<Image | 
   }
 }
 
-/** Deletes one copy; a copy still used by VM groups is kept and said so. */
+/**
+ * Records that the resource `holder` needs the image's copy in `datacenter`, so another
+ * stack's destroy of the same content leaves it (see Catalog.putImageRef).
+ */
+export async function claimCopy(
+  world: WorldConnection,
+  digest: string,
+  datacenter: string,
+  holder: string,
+): Promise<void> {
+  await (await world.catalog()).putImageRef({ digest, datacenter, holder, createdAt: Date.now() });
+}
+
+/** Drops `holder`'s claim on the copy in `datacenter`, then deletes the copy unless something else uses it. */
+export async function releaseCopy(
+  world: WorldConnection,
+  digest: string,
+  datacenter: string,
+  holder: string | undefined,
+  progress: ProgressReporter,
+): Promise<void> {
+  if (holder) await (await world.catalog()).deleteImageRef(digest, datacenter, holder);
+  await deleteCopy(world, digest, datacenter, progress);
+}
+
+/** Deletes one copy; a copy still used (VM groups, instances, transfers, claims) is kept and said so. */
 export async function deleteCopy(
   world: WorldConnection,
   digest: string,

@@ -3,7 +3,7 @@ import { checkDigest } from "../catalog/validate";
 import { Operation, waitForOperation } from "../client";
 import { GciError } from "../errors";
 import { withWorld } from "./connect";
-import { deleteCopy } from "./image";
+import { claimCopy, releaseCopy } from "./image";
 import { Failures, isUnknown } from "./inputs";
 import { derivedRequestId, nextGeneration } from "./keys";
 import { ImageHint, PlannedTransfer, announcePlan, holders } from "./plan";
@@ -99,6 +99,8 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
       const before = await holders(world, inputs.image);
       if (before.includes(inputs.datacenter)) {
         progress.say(`${inputs.image.slice(0, 19)}… is in ${inputs.datacenter} already`);
+        // Claimed once made (a failed create leaves no claim), so another stack's destroy leaves it.
+        await claimCopy(world, inputs.image, inputs.datacenter, inputs.requestKey);
         return { id: `${inputs.image}@${inputs.datacenter}`, outs: { ...inputs, transfer: null } };
       }
       const client = await world.client(inputs.datacenter);
@@ -137,6 +139,7 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
             bytes: Number(op.progress?.bytes_total ?? 0),
             seconds: (Date.now() - started) / 1000,
           };
+      await claimCopy(world, inputs.image, inputs.datacenter, inputs.requestKey);
       return { id: `${inputs.image}@${inputs.datacenter}`, outs: { ...inputs, transfer } };
     });
   },
@@ -161,7 +164,7 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
   async delete(_id, props: ReplicaOutputs) {
     const progress = new ProgressReporter(label(props.requestKey ?? props.datacenter));
     await withWorld(props.catalog, async (world) =>
-      deleteCopy(world, props.image, props.datacenter, progress),
+      releaseCopy(world, props.image, props.datacenter, props.requestKey, progress),
     );
   },
 };

@@ -255,6 +255,7 @@ export async function startDatacenter(
   name: string,
   region: string,
   extraArgs: string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<DatacenterProcess> {
   const base = path.join(state.dir, "dcs", name);
   const dataDir = path.join(base, "data");
@@ -286,7 +287,7 @@ export async function startDatacenter(
       : []),
     ...extraArgs,
   ];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log] });
+  const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log], env });
   child.unref();
   fs.closeSync(log);
   const deadline = Date.now() + READY_TIMEOUT_MS;

@@ -30,8 +30,8 @@ export interface TestWorld {
   dc(name: string): DatacenterProcess;
   /** kill -9 of a datacenter's cluster manager. */
   kill(dc: string): void;
-  /** Starts a datacenter's cluster manager again (same data folder). */
-  restart(dc: string): Promise<void>;
+  /** Starts a datacenter's cluster manager again (same data folder), with extra environment if given. */
+  restart(dc: string, env?: Readonly<Record<string, string>>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -84,8 +84,9 @@ export async function testWorld(spec: WorldSpec, extraArgs: string[] = []): Prom
     kill(dc) {
       process.kill(w.dc(dc).pid, "SIGKILL");
     },
-    async restart(dc) {
-      await startDatacenter(w.state, dc, w.dc(dc).region, extraArgs);
+    async restart(dc, env) {
+      // Jest gives each test file a copy of process.env; a child sees only what is passed.
+      await startDatacenter(w.state, dc, w.dc(dc).region, extraArgs, { ...process.env, ...env });
     },
     async stop() {
       for (const c of clients) c.close();

@@ -401,6 +401,131 @@ export function describeCatalog(name: string, factory: CatalogFactory): void {
       });
     });
 
+    describe("VM groups within capacity (createVmGroup, updateVmGroup)", () => {
+      // dc-a holds 8 vCPUs and 16384 MiB; each of these groups takes 2 vCPUs and 256 MiB.
+      const two = (requestId: string, extra: Partial<VmGroupRecord> = {}) =>
+        group(requestId, { count: 1, vcpus: 2, ...extra });
+
+      beforeEach(async () => {
+        await cat.putDatacenter(dc("dc-a", "eu"));
+      });
+
+      it("creates a group that fits, and returns the stored one on a repeat", async () => {
+        expect(await cat.createVmGroup(two("req-1"))).toEqual({ group: two("req-1"), created: true });
+        expect(await cat.createVmGroup(two("req-1", { count: 3, createdAt: 1 }))).toEqual({
+          group: two("req-1"),
+          created: false,
+        });
+        expect(await cat.listVmGroups("dc-a")).toEqual([two("req-1")]);
+      });
+
+      it("refuses a group that does not fit, saying what is free, and an unknown datacenter", async () => {
+        await cat.createVmGroup(two("req-1", { count: 3 }));
+        await expect(cat.createVmGroup(two("req-2", { count: 2 }))).rejects.toEqual(
+          gciError("RESOURCE_EXHAUSTED", "2 of 8 vCPUs"),
+        );
+        await expect(cat.createVmGroup(two("req-3", { datacenter: "dc-nope" }))).rejects.toEqual(
+          gciError("NOT_FOUND", '"dc-nope"'),
+        );
+        expect((await cat.listVmGroups()).map((g) => g.requestId)).toEqual(["req-1"]);
+      });
+
+      it("never overcommits when 10 creates race on separate clients", async () => {
+        const clients = [cat, ...(await Promise.all(Array.from({ length: 4 }, another)))];
+        const results = await Promise.allSettled(
+          Array.from({ length: 10 }, (_, i) => clients[i % clients.length].createVmGroup(two(`req-${i}`))),
+        );
+        const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+        expect(refused.map((r) => (r.reason as { code: string }).code)).toEqual(
+          Array(6).fill("RESOURCE_EXHAUSTED"),
+        );
+        expect(await cat.listVmGroups("dc-a")).toHaveLength(4);
+      });
+
+      it("updates only the group the caller read (compare-and-swap)", async () => {
+        await cat.createVmGroup(two("req-1"));
+        expect(await cat.updateVmGroup(two("req-1"), two("req-1", { count: 2 }))).toBe(true);
+        expect(await cat.getVmGroup("req-1")).toEqual(two("req-1", { count: 2 }));
+        // A stale read loses; a retried update that already happened reads as done.
+        expect(await cat.updateVmGroup(two("req-1"), two("req-1", { count: 3 }))).toBe(false);
+        expect(await cat.updateVmGroup(two("req-1"), two("req-1", { count: 2 }))).toBe(true);
+        expect(await cat.updateVmGroup(two("req-gone"), two("req-gone", { count: 2 }))).toBe(false);
+        expect(await cat.getVmGroup("req-gone")).toBeUndefined();
+        expect(await cat.getVmGroup("req-1")).toEqual(two("req-1", { count: 2 }));
+      });
+
+      it("refuses an update that grows past the capacity, and one that changes the group's identity", async () => {
+        await cat.createVmGroup(two("req-1"));
+        await cat.createVmGroup(two("req-2", { count: 2 }));
+        await expect(cat.updateVmGroup(two("req-1"), two("req-1", { count: 3 }))).rejects.toEqual(
+          gciError("RESOURCE_EXHAUSTED", "dc-a"),
+        );
+        await expect(cat.updateVmGroup(two("req-1"), two("req-1", { datacenter: "dc-b" }))).rejects.toEqual(
+          gciError("INVALID_ARGUMENT", "dc-b"),
+        );
+        expect(await cat.updateVmGroup(two("req-1"), two("req-1", { count: 2 }))).toBe(true);
+        expect(await cat.updateVmGroup(two("req-2", { count: 2 }), two("req-2", { count: 1 }))).toBe(true);
+      });
+
+      it("lets one of 10 racing updates from the same read win, and growths never overcommit", async () => {
+        await cat.createVmGroup(two("req-1"));
+        await cat.createVmGroup(two("req-2"));
+        const clients = [cat, ...(await Promise.all(Array.from({ length: 4 }, another)))];
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            clients[i % clients.length].updateVmGroup(two("req-1"), two("req-1", { count: 1, createdAt: i })),
+          ),
+        );
+        expect(results.filter((r) => r)).toHaveLength(1);
+        // req-1 and req-2 each grow to 3 (6 vCPUs each): only one fits beside the other.
+        const [a, b] = await Promise.all([cat.getVmGroup("req-1"), cat.getVmGroup("req-2")]);
+        const grown = await Promise.allSettled([
+          clients[1].updateVmGroup(a!, { ...a!, count: 3 }),
+          clients[2].updateVmGroup(b!, { ...b!, count: 3 }),
+        ]);
+        expect(grown.map((r) => r.status).sort()).toEqual(["fulfilled", "rejected"]);
+        const used = (await cat.listVmGroups("dc-a")).reduce((sum, g) => sum + g.vcpus * g.count, 0);
+        expect(used).toBe(8);
+      });
+    });
+
+    describe("image claims", () => {
+      const ref = (datacenter: string, holder: string, seed = "a") => ({
+        digest: digestOf(seed),
+        datacenter,
+        holder,
+        createdAt: 1_700_000_000_000,
+      });
+
+      it("puts idempotently, lists per digest sorted, and deletes only the holder's own", async () => {
+        const urn = "urn:pulumi:dev::app::pulumi-nodejs:dynamic/gci:Image::web";
+        await cat.putImageRef(ref("dc-b", urn));
+        await cat.putImageRef(ref("dc-a", "stack-b"));
+        await cat.putImageRef(ref("dc-a", urn));
+        await cat.putImageRef(ref("dc-a", urn));
+        await cat.putImageRef(ref("dc-a", urn, "other"));
+        expect(await cat.listImageRefs(digestOf("a"))).toEqual([
+          ref("dc-a", "stack-b"),
+          ref("dc-a", urn),
+          ref("dc-b", urn),
+        ]);
+        await cat.deleteImageRef(digestOf("a"), "dc-a", urn);
+        await cat.deleteImageRef(digestOf("a"), "dc-a", urn);
+        expect(await cat.listImageRefs(digestOf("a"))).toEqual([ref("dc-a", "stack-b"), ref("dc-b", urn)]);
+        expect(await cat.listImageRefs(digestOf("other"))).toEqual([ref("dc-a", urn, "other")]);
+      });
+
+      it("rejects an empty holder or a bad datacenter, quoting it", async () => {
+        await expect(cat.putImageRef(ref("dc-a", ""))).rejects.toEqual(
+          gciError("INVALID_ARGUMENT", "holder"),
+        );
+        await expect(cat.putImageRef(ref("dc a", "h"))).rejects.toEqual(
+          gciError("INVALID_ARGUMENT", '"dc a"'),
+        );
+        expect(await cat.listImageRefs(digestOf("a"))).toEqual([]);
+      });
+    });
+
     describe("VMs", () => {
       it("puts, replaces, gets and deletes", async () => {
         await cat.putVm(vm("vm-0123456789-1"));
