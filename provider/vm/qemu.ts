@@ -4,12 +4,14 @@
  * process group, stdio to files), so VMs outlive the cluster manager that started them.
  */
 
-import { spawn } from "child_process";
+import { execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
+import { promisify } from "util";
 import type { Manifest } from "../image";
+import { checkDiskFile, isQcow2 } from "../image/qcow2";
 import { GciError, invalid, precondition } from "../errors";
 import { loadHandle, saveHandle } from "./handle";
 import {
@@ -26,6 +28,8 @@ import {
   waitGone,
 } from "./host";
 import type { InstanceDriver, InstanceHandle, InstanceSpec } from "./types";
+
+const execFileP = promisify(execFile);
 
 /** How QEMU executes the guest: hardware virtualization ("kvm") or software emulation ("tcg"). */
 export type QemuAccelerator = "kvm" | "tcg";
@@ -49,6 +53,8 @@ const CONSOLE_LOG = "console.log";
 const QEMU_LOG = "qemu.log";
 const QMP_SOCKET = "qmp.sock";
 const PID_FILE = "qemu.pid";
+/** The throwaway qcow2 layer that takes a guest's writes to its disk. */
+const DISK_OVERLAY = "disk-overlay.qcow2";
 
 /** Default time `stop` gives the guest before it signals QEMU. */
 const DEFAULT_GRACE_MS = 5000;
@@ -124,11 +130,14 @@ export class QemuDriver implements InstanceDriver {
     const kernel = imageFile(spec, manifest.kernel!, "kernel");
     const initrd = imageFile(spec, manifest.initrd!, "initrd");
     const disk = manifest.disk === undefined ? undefined : imageFile(spec, manifest.disk, "disk");
+    // Before QEMU opens anything: it would follow a backing file as root.
+    if (disk !== undefined) checkDiskFile(`"${manifest.disk}" of image "${manifest.name}"`, disk);
     const qemu = resolveQemu(this.qemu);
     const accel = await chooseAccelerator(qemu, kernel, this.accel);
 
     fs.mkdirSync(spec.runDir, { recursive: true });
-    for (const stale of [QMP_SOCKET, PID_FILE]) fs.rmSync(path.join(spec.runDir, stale), { force: true });
+    for (const stale of [QMP_SOCKET, PID_FILE, DISK_OVERLAY])
+      fs.rmSync(path.join(spec.runDir, stale), { force: true });
     fs.writeFileSync(path.join(spec.runDir, CONSOLE_LOG), "");
 
     const addresses: Record<string, string> = {};
@@ -152,9 +161,7 @@ export class QemuDriver implements InstanceDriver {
       ...["-m", String(spec.memoryMiB), "-smp", String(spec.vcpus)],
       ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
       ...["-kernel", kernel, "-initrd", initrd, "-append", cmdline],
-      ...(disk === undefined
-        ? []
-        : ["-drive", `file=${qemuValue(disk)},if=virtio,format=${diskFormat(disk)},snapshot=on`]),
+      ...(disk === undefined ? [] : await diskArgs(disk, spec.runDir)),
       ...["-chardev", `file,id=console,path=${CONSOLE_LOG}`, "-serial", "chardev:console"],
       ...["-qmp", `unix:${QMP_SOCKET},server=on,wait=off`, "-pidfile", PID_FILE],
       ...["-nic", ["user", "model=virtio-net-pci", ...forwards].join(",")],
@@ -212,7 +219,7 @@ export class QemuDriver implements InstanceDriver {
     return isSameProcess(handle.pid, handle.startTime);
   }
 
-  /** QMP "quit" (the guest has nothing to flush: its disk is a snapshot), then SIGTERM, then SIGKILL. */
+  /** QMP "quit" (the guest has nothing to flush: its disk writes are thrown away), then SIGTERM, then SIGKILL. */
   async stop(handle: InstanceHandle, graceMs: number = DEFAULT_GRACE_MS): Promise<void> {
     if (this.isRunning(handle)) {
       const deadline = Date.now() + graceMs;
@@ -231,7 +238,9 @@ export class QemuDriver implements InstanceDriver {
         }
       }
     }
-    for (const file of [QMP_SOCKET, PID_FILE]) fs.rmSync(path.join(handle.runDir, file), { force: true });
+    for (const file of [QMP_SOCKET, PID_FILE, DISK_OVERLAY]) {
+      fs.rmSync(path.join(handle.runDir, file), { force: true });
+    }
   }
 }
 
@@ -416,16 +425,85 @@ function qemuValue(value: string): string {
   return value.replace(/,/g, ",,");
 }
 
+/** The qemu-img binary, which makes a disk's throwaway layer; FAILED_PRECONDITION when missing. */
+function resolveQemuImg(): string {
+  const found = findOnPath("qemu-img");
+  if (found === undefined) {
+    throw precondition(
+      `qemu-img is not installed, and the qemu driver needs it to attach an image's disk: ` +
+        `run apt-get install -y qemu-utils`,
+    );
+  }
+  return found;
+}
+
+/**
+ * QEMU's arguments attaching `disk` as the guest's virtio disk. The stored disk is opened
+ * read-only and, when qcow2, with `backing: null`: QEMU follows no file its header names, even
+ * one the boot check missed (the check is the first line, this the second). Guest writes land
+ * in a throwaway qcow2 layer in `runDir` (made empty here, removed when the VM stops), so they
+ * never reach the stored image, as `snapshot=on` ensured before.
+ * @internal
+ */
+export async function diskArgs(disk: string, runDir: string): Promise<string[]> {
+  const format = diskFormat(disk);
+  const overlay = path.join(runDir, DISK_OVERLAY);
+  try {
+    await execFileP(resolveQemuImg(), [
+      "create",
+      "-q",
+      "-f",
+      "qcow2",
+      overlay,
+      String(virtualSize(disk, format)),
+    ]);
+  } catch (e) {
+    if (GciError.isInstance(e)) throw e;
+    throw precondition(
+      `qemu-img could not make the throwaway layer ${overlay} for disk ${disk}: ` +
+        `${((e as { stderr?: string }).stderr ?? String(e)).trim()}; check that ${runDir} is writable`,
+    );
+  }
+  const image = {
+    driver: format,
+    "node-name": "disk-image",
+    "read-only": true,
+    file: { driver: "file", filename: disk, "read-only": true },
+    ...(format === "qcow2" ? { backing: null } : {}),
+  };
+  const layer = {
+    driver: "qcow2",
+    "node-name": "disk",
+    file: { driver: "file", filename: overlay },
+    backing: "disk-image",
+  };
+  return [
+    ...["-blockdev", JSON.stringify(image), "-blockdev", JSON.stringify(layer)],
+    ...["-device", "virtio-blk-pci,drive=disk"],
+  ];
+}
+
 /** "qcow2" when the file starts with the qcow2 magic, else "raw". */
-function diskFormat(file: string): string {
-  const magic = Buffer.alloc(4);
+function diskFormat(file: string): "qcow2" | "raw" {
+  return isQcow2(readHead(file, 4)) ? "qcow2" : "raw";
+}
+
+/** The size the guest sees: a qcow2 header's size field (bytes 24-31), or a raw file's length. */
+function virtualSize(file: string, format: "qcow2" | "raw"): bigint {
+  if (format === "raw") return BigInt(fs.statSync(file).size);
+  const head = readHead(file, 32);
+  if (head.length < 32) throw invalid(`disk ${file} is a qcow2 image with a truncated header`);
+  return head.readBigUInt64BE(24);
+}
+
+function readHead(file: string, bytes: number): Buffer {
+  const head = Buffer.alloc(bytes);
   const fd = fs.openSync(file, "r");
   try {
-    fs.readSync(fd, magic, 0, 4, 0);
+    return head.subarray(0, fs.readSync(fd, head, 0, bytes, 0));
   } finally {
     fs.closeSync(fd);
   }
-  return magic.equals(Buffer.from([0x51, 0x46, 0x49, 0xfb])) ? "qcow2" : "raw";
 }
 
 /**
