@@ -28,6 +28,7 @@ import {
   waitGone,
 } from "./host";
 import type { InstanceDriver, InstanceHandle, InstanceSpec } from "./types";
+import { claimUid, releaseUid } from "./uid";
 
 const execFileP = promisify(execFile);
 
@@ -164,21 +165,25 @@ export class QemuDriver implements InstanceDriver {
       ...(disk === undefined ? [] : await diskArgs(disk, spec.runDir)),
       ...["-chardev", `file,id=console,path=${CONSOLE_LOG}`, "-serial", "chardev:console"],
       ...["-qmp", `unix:${QMP_SOCKET},server=on,wait=off`, "-pidfile", PID_FILE],
-      ...["-nic", ["user", "model=virtio-net-pci", ...forwards].join(",")],
-      // A guest that breaks out of the emulator meets a seccomp filter, and no root.
-      ...["-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny"],
-      ...(process.getuid?.() === 0 ? ["-runas", "nobody"] : []),
+      // restrict=on: the guest reaches nothing but what is forwarded to it; without it,
+      // 10.0.2.2 is the host's 127.0.0.1, where every cluster manager listens.
+      ...["-nic", ["user", "model=virtio-net-pci", "restrict=on", ...forwards].join(",")],
+      ...confinement(claimQemuUid(spec.runDir)),
     ];
 
     const log = fs.openSync(path.join(spec.runDir, QEMU_LOG), "w");
     let pid: number;
     try {
       pid = await spawnDetached(qemu, args, spec.runDir, log);
+    } catch (e) {
+      releaseQemuUid(spec.runDir);
+      throw e;
     } finally {
       fs.closeSync(log);
     }
     const stat = procStat(pid);
     if (stat === undefined) {
+      releaseQemuUid(spec.runDir);
       const said = tailLines(path.join(spec.runDir, QEMU_LOG), 5).join(" | ");
       throw precondition(
         `QEMU exited at once for VM "${spec.id}": ${said || "no output"}; see ${spec.runDir}`,
@@ -241,7 +246,32 @@ export class QemuDriver implements InstanceDriver {
     for (const file of [QMP_SOCKET, PID_FILE, DISK_OVERLAY]) {
       fs.rmSync(path.join(handle.runDir, file), { force: true });
     }
+    releaseQemuUid(handle.runDir);
   }
+}
+
+/**
+ * What every QEMU the driver starts (guests and the KVM probe) runs under: a seccomp filter,
+ * and, when the driver is root, `uid` (and the same gid, no other group) instead of root. QEMU
+ * drops root at the end of its set-up, after it has opened every file it is given (kernel,
+ * disks, console, pid file, QMP socket), so those stay root's and need no other owner.
+ */
+function confinement(uid: number | undefined): string[] {
+  return [
+    ...["-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny"],
+    // QEMU 7.2 takes "uid:gid" as well as a user name, and then sets exactly that one group.
+    ...(uid === undefined ? [] : ["-runas", `${uid}:${uid}`]),
+  ];
+}
+
+/** The uid of its own the QEMU of `runDir` runs as (see uid.ts); none when the driver is not root. */
+function claimQemuUid(runDir: string): number | undefined {
+  return process.getuid?.() === 0 ? claimUid(runDir) : undefined;
+}
+
+/** Gives back the uid `runDir` holds, if any (claiming again finds the held one: claims are per run dir). */
+function releaseQemuUid(runDir: string): void {
+  if (process.getuid?.() === 0) releaseUid(claimUid(runDir), runDir);
 }
 
 /** The accelerator the driver uses, and why. */
