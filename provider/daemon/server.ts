@@ -27,6 +27,7 @@ import { Logger } from "./log";
 import { Operations } from "./operations";
 import { ImagePuller, transmit } from "./transfer";
 import { cgroupSupport } from "../vm/cgroup";
+import { probeAcceleratorNow } from "../vm/qemu";
 
 /** How a cluster manager is configured. */
 export interface ClusterManagerArgs {
@@ -136,9 +137,23 @@ export class ClusterManager {
         error: `process instances run without CPU and memory limits: ${cgroups.reason}`,
       });
     }
+    this.probeAccelerator();
     await this.instances.recover();
     await this.puller.resumeInterrupted();
     return this.endpoint;
+  }
+
+  /** The KVM probe, in the background from the start: a user's first boot would wait for it. */
+  private probeAccelerator(): void {
+    const failed = (e: unknown) => this.log.warn("qemu.accelerator.failed", { error: String(e) });
+    try {
+      probeAcceleratorNow()?.then(
+        (choice) => this.log.info("qemu.accelerator", { accel: choice.accel, reason: choice.reason }),
+        failed,
+      );
+    } catch (e) {
+      failed(e);
+    }
   }
 
   /**

@@ -11,6 +11,7 @@ import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
 import type { Manifest } from "../image";
+import { cacheRoot } from "../engine/paths";
 import { checkDiskFile, isQcow2 } from "../image/qcow2";
 import { GciError, invalid, precondition } from "../errors";
 import { loadHandle, saveHandle } from "./handle";
@@ -324,10 +325,7 @@ async function probeKvm(qemu: string, kernel: string): Promise<AcceleratorChoice
     return { accel: "tcg", reason: `/dev/kvm cannot be opened (${(e as NodeJS.ErrnoException).code})` };
   }
   // The answer holds until the host reboots or QEMU changes; probing costs seconds when KVM hangs.
-  const cacheFile = path.join(
-    process.env.GCI_CACHE || path.join(os.homedir(), ".cache", "gci"),
-    "qemu-accel.json",
-  );
+  const cacheFile = path.join(cacheRoot(), "qemu-accel.json");
   const key = {
     bootId: readText("/proc/sys/kernel/random/boot_id").trim(),
     qemu,
@@ -362,45 +360,104 @@ async function bootUnderKvm(qemu: string, kernel: string): Promise<AcceleratorCh
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gci-kvm-probe-"));
   const consoleFile = path.join(dir, "console.log");
   try {
-    const child = spawn(
-      qemu,
-      [
-        ...["-accel", "kvm", "-cpu", "max", "-m", "128", "-smp", "1"],
-        ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
-        ...["-kernel", kernel, "-append", "console=ttyS0 panic=-1 loglevel=4"],
-        ...["-serial", `file:${qemuValue(consoleFile)}`],
-      ],
-      { stdio: ["ignore", "ignore", "pipe"] },
-    );
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => {
-      if (stderr.length < 4096) stderr += chunk.toString("utf8");
-    });
-    const exit = await new Promise<{ code: number | null; signal: string | null; error?: Error }>(
-      (resolve) => {
-        const timer = setTimeout(() => child.kill("SIGKILL"), PROBE_TIMEOUT_MS);
-        child.once("error", (error) => {
-          clearTimeout(timer);
-          resolve({ code: null, signal: null, error });
-        });
-        child.once("exit", (code, signal) => {
-          clearTimeout(timer);
-          resolve({ code, signal });
-        });
-      },
-    );
+    const args = [
+      ...["-accel", "kvm", "-cpu", "max", "-m", "128", "-smp", "1"],
+      ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
+      ...["-kernel", kernel, "-append", "console=ttyS0 panic=-1 loglevel=4"],
+      ...["-serial", `file:${qemuValue(consoleFile)}`],
+      ...confinement(claimQemuUid(dir)),
+    ];
+    const exit = await runBounded(qemu, args, PROBE_TIMEOUT_MS);
     const booted = /Kernel panic|VFS: /.test(readText(consoleFile));
     if (exit.code === 0 && booted) return { accel: "kvm", reason: "a kernel booted under KVM" };
     const why =
       exit.error !== undefined
         ? exit.error.message
-        : exit.signal === "SIGKILL"
+        : exit.timedOut
           ? `a kernel under KVM did not finish booting within ${PROBE_TIMEOUT_MS / 1000} s`
-          : `QEMU with KVM ended with ${exit.signal ?? `code ${exit.code}`}: ${lastLine(stderr)}`;
+          : `QEMU with KVM ended with ${exit.signal ?? `code ${exit.code}`}: ${lastLine(exit.stderr)}`;
     return { accel: "tcg", reason: why };
   } finally {
+    releaseQemuUid(dir);
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+interface BoundedExit {
+  readonly code: number | null;
+  readonly signal: string | null;
+  readonly timedOut: boolean;
+  readonly stderr: string;
+  readonly error?: Error;
+}
+
+/** coreutils timeout's status when it had to SIGKILL the command (128 + 9). */
+const KILLED_BY_TIMEOUT = 137;
+
+/**
+ * Runs `command` under coreutils `timeout -s KILL`, so that it ends in `timeoutMs` even when
+ * this process dies first (a probe starts with the daemon, which may be killed right away; a
+ * QEMU stuck in KVM would spin on a core for good).
+ */
+async function runBounded(command: string, args: string[], timeoutMs: number): Promise<BoundedExit> {
+  const timeout = findOnPath("timeout") ?? "/usr/bin/timeout";
+  const child = spawn(timeout, ["-s", "KILL", `${timeoutMs / 1000}s`, command, ...args], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => {
+    if (stderr.length < 4096) stderr += chunk.toString("utf8");
+  });
+  return new Promise((resolve) => {
+    // timeout passes a SIGTERM on to the command: the last word, should timeout itself hang.
+    const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs + 2000);
+    child.once("error", (error) => {
+      clearTimeout(timer);
+      resolve({ code: null, signal: null, timedOut: false, stderr, error });
+    });
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, timedOut: code === KILLED_BY_TIMEOUT || signal !== null, stderr });
+    });
+  });
+}
+
+/**
+ * Starts choosing the accelerator now, so that no user's first boot waits for the KVM probe
+ * (seconds on a fresh host; the answer is then kept for the host's boot), and boots later
+ * share it. The probe boots the newest kernel in /boot. Undefined when there is nothing to
+ * probe: GCI_QEMU_ACCEL set, no QEMU, or no kernel there (a first boot then probes with its
+ * image's kernel). Throws INVALID_ARGUMENT for a GCI_QEMU_ACCEL that is not an accelerator.
+ */
+export function probeAcceleratorNow(qemu: string = QEMU_BINARY): Promise<AcceleratorChoice> | undefined {
+  if (acceleratorFromEnv() !== "auto") return undefined;
+  const binary = qemu.includes("/") ? qemu : findOnPath(qemu);
+  const kernel = newestHostKernel();
+  if (binary === undefined || kernel === undefined) return undefined;
+  return chooseAccelerator(binary, kernel, "auto");
+}
+
+/** /boot/vmlinuz-<version> with the highest version that root can read, if any. */
+function newestHostKernel(): string | undefined {
+  let names: string[];
+  try {
+    names = fs.readdirSync("/boot");
+  } catch {
+    return undefined;
+  }
+  const kernels = names
+    .filter((name) => name.startsWith("vmlinuz-"))
+    .sort((a, b) => a.localeCompare(b, "en", { numeric: true }))
+    .map((name) => path.join("/boot", name))
+    .filter((file) => {
+      try {
+        fs.accessSync(file, fs.constants.R_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  return kernels[kernels.length - 1];
 }
 
 function readText(file: string): string {
