@@ -225,7 +225,7 @@ export class QemuDriver implements InstanceDriver {
     return isSameProcess(handle.pid, handle.startTime);
   }
 
-  /** QMP "quit" (the guest has nothing to flush: its disk writes are thrown away), then SIGTERM, then SIGKILL. */
+  /** QMP "quit" (nothing to flush: the guest's disk writes are thrown away), then SIGTERM, then SIGKILL. */
   async stop(handle: InstanceHandle, graceMs: number = DEFAULT_GRACE_MS): Promise<void> {
     if (this.isRunning(handle)) {
       const deadline = Date.now() + graceMs;
@@ -579,7 +579,9 @@ function diskFormat(file: string): "qcow2" | "raw" {
 function virtualSize(file: string, format: "qcow2" | "raw"): bigint {
   if (format === "raw") return BigInt(fs.statSync(file).size);
   const head = readHead(file, 32);
-  if (head.length < 32) throw invalid(`disk ${file} is a qcow2 image with a truncated header`);
+  if (head.length < 32) {
+    throw invalid(`disk ${file} is a qcow2 image with a truncated header: pack the image with a whole disk`);
+  }
   return head.readBigUInt64BE(24);
 }
 
