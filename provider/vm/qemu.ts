@@ -326,11 +326,35 @@ async function probeKvm(qemu: string, kernel: string): Promise<AcceleratorChoice
   }
   // The answer holds until the host reboots or QEMU changes; probing costs seconds when KVM hangs.
   const cacheFile = path.join(cacheRoot(), "qemu-accel.json");
-  const key = {
+  const key: ProbeKey = {
     bootId: readText("/proc/sys/kernel/random/boot_id").trim(),
     qemu,
     qemuMtimeMs: fs.statSync(qemu).mtimeMs,
   };
+  const cached = readProbeRecord(cacheFile, key);
+  if (cached !== undefined) return cached;
+  // One probe at a time per cache: cluster managers that start together (gci world up) would
+  // each boot a kernel under KVM, a core apiece for seconds when KVM hangs. Others wait for the
+  // answer (bounded: a lock left by a daemon that died only delays them).
+  const lock = `${cacheFile}.lock`;
+  const locked = takeLock(lock);
+  if (!locked) {
+    const answer = await waitForProbeRecord(cacheFile, key, PROBE_TIMEOUT_MS + 4000);
+    if (answer !== undefined) return answer;
+  }
+  try {
+    const choice = await bootUnderKvm(qemu, kernel);
+    writeProbeRecord(cacheFile, { ...key, ...choice });
+    return choice;
+  } finally {
+    if (locked) fs.rmSync(lock, { force: true });
+  }
+}
+
+type ProbeKey = Pick<ProbeRecord, "bootId" | "qemu" | "qemuMtimeMs">;
+
+/** The answer kept in `cacheFile` for this boot and QEMU, if there is one. */
+function readProbeRecord(cacheFile: string, key: ProbeKey): AcceleratorChoice | undefined {
   try {
     const cached = JSON.parse(fs.readFileSync(cacheFile, "utf8")) as ProbeRecord;
     if (
@@ -344,16 +368,49 @@ async function probeKvm(qemu: string, kernel: string): Promise<AcceleratorChoice
   } catch {
     // No usable record: probe.
   }
-  const choice = await bootUnderKvm(qemu, kernel);
+  return undefined;
+}
+
+function writeProbeRecord(cacheFile: string, record: ProbeRecord): void {
   try {
     fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
-    const record: ProbeRecord = { ...key, ...choice };
     fs.writeFileSync(`${cacheFile}.${process.pid}`, JSON.stringify(record) + "\n");
     fs.renameSync(`${cacheFile}.${process.pid}`, cacheFile);
   } catch {
     // A cache that cannot be written only costs a probe next time.
   }
-  return choice;
+}
+
+async function waitForProbeRecord(
+  cacheFile: string,
+  key: ProbeKey,
+  timeoutMs: number,
+): Promise<AcceleratorChoice | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const answer = readProbeRecord(cacheFile, key);
+    if (answer !== undefined) return answer;
+  }
+  return undefined;
+}
+
+/**
+ * Creates `lock` if no one holds it; true when this process now does. A lock older than a
+ * probe can last was left by a process that died: it is taken over. A folder where no lock can
+ * be made (not writable) counts as taken by us: the probe then runs, uncoordinated.
+ */
+function takeLock(lock: string): boolean {
+  try {
+    fs.mkdirSync(path.dirname(lock), { recursive: true });
+    const held = fs.statSync(lock, { throwIfNoEntry: false });
+    if (held !== undefined && Date.now() - held.mtimeMs > 2 * PROBE_TIMEOUT_MS)
+      fs.rmSync(lock, { force: true });
+    fs.writeFileSync(lock, String(process.pid), { flag: "wx" });
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== "EEXIST";
+  }
 }
 
 async function bootUnderKvm(qemu: string, kernel: string): Promise<AcceleratorChoice> {
