@@ -37,7 +37,7 @@ export function processImage(): Promise<BuiltImage> {
 }
 
 /** Test-only recipes: test/support/images/<recipe>/. */
-const TEST_RECIPES = path.join(__dirname, "images");
+const TEST_RECIPES = path.join(packageRoot(), "test", "support", "images");
 
 /**
  * The probe-guest image (test only, driver "qemu"): debian-guest plus a first init that prints
