@@ -308,6 +308,9 @@ export function chooseAccelerator(
   if (probe === undefined) {
     probe = probeKvm(qemu, kernel);
     probes.set(qemu, probe);
+    // A probe that failed (not one that chose TCG) is tried again by the next boot; its caller
+    // gets the error.
+    probe.catch(() => probes.delete(qemu));
   }
   return probe;
 }
