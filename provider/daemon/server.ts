@@ -30,6 +30,7 @@ import { Logger } from "./log";
 import { Operations } from "./operations";
 import { ImagePuller, transmit } from "./transfer";
 import { cgroupSupport } from "../vm/cgroup";
+import { probeAcceleratorNow } from "../vm/qemu";
 
 /** How a cluster manager is configured. */
 export interface ClusterManagerArgs {
@@ -159,6 +160,7 @@ export class ClusterManager {
         error: `process instances run without CPU and memory limits: ${cgroups.reason}`,
       });
     }
+    this.probeAccelerator();
     await this.instances.recover();
     await this.puller.resumeInterrupted();
     // What a crash left (bytes no placement names, extracted images of deleted images) goes now.
@@ -166,6 +168,19 @@ export class ClusterManager {
     this.collectTimer = setInterval(() => void this.collector.collect("timer"), COLLECT_INTERVAL_MS);
     this.collectTimer.unref();
     return this.endpoint;
+  }
+
+  /** The KVM probe, in the background from the start: a user's first boot would wait for it. */
+  private probeAccelerator(): void {
+    const failed = (e: unknown) => this.log.warn("qemu.accelerator.failed", { error: String(e) });
+    try {
+      probeAcceleratorNow()?.then(
+        (choice) => this.log.info("qemu.accelerator", { accel: choice.accel, reason: choice.reason }),
+        failed,
+      );
+    } catch (e) {
+      failed(e);
+    }
   }
 
   /**

@@ -4,12 +4,15 @@
  * process group, stdio to files), so VMs outlive the cluster manager that started them.
  */
 
-import { spawn } from "child_process";
+import { execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
+import { promisify } from "util";
 import type { Manifest } from "../image";
+import { cacheRoot } from "../engine/paths";
+import { checkDiskFile, isQcow2 } from "../image/qcow2";
 import { GciError, invalid, precondition } from "../errors";
 import { loadHandle, LOG_FILE, saveHandle } from "./handle";
 import {
@@ -26,6 +29,9 @@ import {
   waitGone,
 } from "./host";
 import type { InstanceDriver, InstanceHandle, InstanceSpec } from "./types";
+import { claimUid, releaseUid } from "./uid";
+
+const execFileP = promisify(execFile);
 
 /** How QEMU executes the guest: hardware virtualization ("kvm") or software emulation ("tcg"). */
 export type QemuAccelerator = "kvm" | "tcg";
@@ -49,6 +55,8 @@ const CONSOLE_LOG = LOG_FILE.vm;
 const QEMU_LOG = "qemu.log";
 const QMP_SOCKET = "qmp.sock";
 const PID_FILE = "qemu.pid";
+/** The throwaway qcow2 layer that takes a guest's writes to its disk. */
+const DISK_OVERLAY = "disk-overlay.qcow2";
 
 /** Default time `stop` gives the guest before it signals QEMU. */
 const DEFAULT_GRACE_MS = 5000;
@@ -124,11 +132,14 @@ export class QemuDriver implements InstanceDriver {
     const kernel = imageFile(spec, manifest.kernel!, "kernel");
     const initrd = imageFile(spec, manifest.initrd!, "initrd");
     const disk = manifest.disk === undefined ? undefined : imageFile(spec, manifest.disk, "disk");
+    // Before QEMU opens anything: it would follow a backing file as root.
+    if (disk !== undefined) checkDiskFile(`"${manifest.disk}" of image "${manifest.name}"`, disk);
     const qemu = resolveQemu(this.qemu);
     const accel = await chooseAccelerator(qemu, kernel, this.accel);
 
     fs.mkdirSync(spec.runDir, { recursive: true });
-    for (const stale of [QMP_SOCKET, PID_FILE]) fs.rmSync(path.join(spec.runDir, stale), { force: true });
+    for (const stale of [QMP_SOCKET, PID_FILE, DISK_OVERLAY])
+      fs.rmSync(path.join(spec.runDir, stale), { force: true });
     fs.writeFileSync(path.join(spec.runDir, CONSOLE_LOG), "");
 
     const addresses: Record<string, string> = {};
@@ -152,26 +163,28 @@ export class QemuDriver implements InstanceDriver {
       ...["-m", String(spec.memoryMiB), "-smp", String(spec.vcpus)],
       ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
       ...["-kernel", kernel, "-initrd", initrd, "-append", cmdline],
-      ...(disk === undefined
-        ? []
-        : ["-drive", `file=${qemuValue(disk)},if=virtio,format=${diskFormat(disk)},snapshot=on`]),
+      ...(disk === undefined ? [] : await diskArgs(disk, spec.runDir)),
       ...["-chardev", `file,id=console,path=${CONSOLE_LOG}`, "-serial", "chardev:console"],
       ...["-qmp", `unix:${QMP_SOCKET},server=on,wait=off`, "-pidfile", PID_FILE],
-      ...["-nic", ["user", "model=virtio-net-pci", ...forwards].join(",")],
-      // A guest that breaks out of the emulator meets a seccomp filter, and no root.
-      ...["-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny"],
-      ...(process.getuid?.() === 0 ? ["-runas", "nobody"] : []),
+      // restrict=on: the guest reaches nothing but what is forwarded to it; without it,
+      // 10.0.2.2 is the host's 127.0.0.1, where every cluster manager listens.
+      ...["-nic", ["user", "model=virtio-net-pci", "restrict=on", ...forwards].join(",")],
+      ...confinement(claimQemuUid(spec.runDir)),
     ];
 
     const log = fs.openSync(path.join(spec.runDir, QEMU_LOG), "w");
     let pid: number;
     try {
       pid = await spawnDetached(qemu, args, spec.runDir, log);
+    } catch (e) {
+      releaseQemuUid(spec.runDir);
+      throw e;
     } finally {
       fs.closeSync(log);
     }
     const stat = procStat(pid);
     if (stat === undefined) {
+      releaseQemuUid(spec.runDir);
       const said = tailLines(path.join(spec.runDir, QEMU_LOG), 5).join(" | ");
       throw precondition(
         `QEMU exited at once for VM "${spec.id}": ${said || "no output"}; see ${spec.runDir}`,
@@ -212,7 +225,7 @@ export class QemuDriver implements InstanceDriver {
     return isSameProcess(handle.pid, handle.startTime);
   }
 
-  /** QMP "quit" (the guest has nothing to flush: its disk is a snapshot), then SIGTERM, then SIGKILL. */
+  /** QMP "quit" (nothing to flush: the guest's disk writes are thrown away), then SIGTERM, then SIGKILL. */
   async stop(handle: InstanceHandle, graceMs: number = DEFAULT_GRACE_MS): Promise<void> {
     if (this.isRunning(handle)) {
       const deadline = Date.now() + graceMs;
@@ -231,8 +244,35 @@ export class QemuDriver implements InstanceDriver {
         }
       }
     }
-    for (const file of [QMP_SOCKET, PID_FILE]) fs.rmSync(path.join(handle.runDir, file), { force: true });
+    for (const file of [QMP_SOCKET, PID_FILE, DISK_OVERLAY]) {
+      fs.rmSync(path.join(handle.runDir, file), { force: true });
+    }
+    releaseQemuUid(handle.runDir);
   }
+}
+
+/**
+ * What every QEMU the driver starts (guests and the KVM probe) runs under: a seccomp filter,
+ * and, when the driver is root, `uid` (and the same gid, no other group) instead of root. QEMU
+ * drops root at the end of its set-up, after it has opened every file it is given (kernel,
+ * disks, console, pid file, QMP socket), so those stay root's and need no other owner.
+ */
+function confinement(uid: number | undefined): string[] {
+  return [
+    ...["-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny"],
+    // QEMU 7.2 takes "uid:gid" as well as a user name, and then sets exactly that one group.
+    ...(uid === undefined ? [] : ["-runas", `${uid}:${uid}`]),
+  ];
+}
+
+/** The uid of its own the QEMU of `runDir` runs as (see uid.ts); none when the driver is not root. */
+function claimQemuUid(runDir: string): number | undefined {
+  return process.getuid?.() === 0 ? claimUid(runDir) : undefined;
+}
+
+/** Gives back the uid `runDir` holds, if any (claiming again finds the held one: claims are per run dir). */
+function releaseQemuUid(runDir: string): void {
+  if (process.getuid?.() === 0) releaseUid(claimUid(runDir), runDir);
 }
 
 /** The accelerator the driver uses, and why. */
@@ -268,6 +308,9 @@ export function chooseAccelerator(
   if (probe === undefined) {
     probe = probeKvm(qemu, kernel);
     probes.set(qemu, probe);
+    // A probe that failed (not one that chose TCG) is tried again by the next boot; its caller
+    // gets the error.
+    probe.catch(() => probes.delete(qemu));
   }
   return probe;
 }
@@ -285,15 +328,36 @@ async function probeKvm(qemu: string, kernel: string): Promise<AcceleratorChoice
     return { accel: "tcg", reason: `/dev/kvm cannot be opened (${(e as NodeJS.ErrnoException).code})` };
   }
   // The answer holds until the host reboots or QEMU changes; probing costs seconds when KVM hangs.
-  const cacheFile = path.join(
-    process.env.GCI_CACHE || path.join(os.homedir(), ".cache", "gci"),
-    "qemu-accel.json",
-  );
-  const key = {
+  const cacheFile = path.join(cacheRoot(), "qemu-accel.json");
+  const key: ProbeKey = {
     bootId: readText("/proc/sys/kernel/random/boot_id").trim(),
     qemu,
     qemuMtimeMs: fs.statSync(qemu).mtimeMs,
   };
+  const cached = readProbeRecord(cacheFile, key);
+  if (cached !== undefined) return cached;
+  // One probe at a time per cache: cluster managers that start together (gci world up) would
+  // each boot a kernel under KVM, a core apiece for seconds when KVM hangs. Others wait for the
+  // answer (bounded: a lock left by a daemon that died only delays them).
+  const lock = `${cacheFile}.lock`;
+  const locked = takeLock(lock);
+  if (!locked) {
+    const answer = await waitForProbeRecord(cacheFile, key, PROBE_TIMEOUT_MS + 4000);
+    if (answer !== undefined) return answer;
+  }
+  try {
+    const choice = await bootUnderKvm(qemu, kernel);
+    writeProbeRecord(cacheFile, { ...key, ...choice });
+    return choice;
+  } finally {
+    if (locked) fs.rmSync(lock, { force: true });
+  }
+}
+
+type ProbeKey = Pick<ProbeRecord, "bootId" | "qemu" | "qemuMtimeMs">;
+
+/** The answer kept in `cacheFile` for this boot and QEMU, if there is one. */
+function readProbeRecord(cacheFile: string, key: ProbeKey): AcceleratorChoice | undefined {
   try {
     const cached = JSON.parse(fs.readFileSync(cacheFile, "utf8")) as ProbeRecord;
     if (
@@ -307,61 +371,153 @@ async function probeKvm(qemu: string, kernel: string): Promise<AcceleratorChoice
   } catch {
     // No usable record: probe.
   }
-  const choice = await bootUnderKvm(qemu, kernel);
+  return undefined;
+}
+
+function writeProbeRecord(cacheFile: string, record: ProbeRecord): void {
   try {
     fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
-    const record: ProbeRecord = { ...key, ...choice };
     fs.writeFileSync(`${cacheFile}.${process.pid}`, JSON.stringify(record) + "\n");
     fs.renameSync(`${cacheFile}.${process.pid}`, cacheFile);
   } catch {
     // A cache that cannot be written only costs a probe next time.
   }
-  return choice;
+}
+
+async function waitForProbeRecord(
+  cacheFile: string,
+  key: ProbeKey,
+  timeoutMs: number,
+): Promise<AcceleratorChoice | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const answer = readProbeRecord(cacheFile, key);
+    if (answer !== undefined) return answer;
+  }
+  return undefined;
+}
+
+/**
+ * Creates `lock` if no one holds it; true when this process now does. A lock older than a
+ * probe can last was left by a process that died: it is taken over. A folder where no lock can
+ * be made (not writable) counts as taken by us: the probe then runs, uncoordinated.
+ */
+function takeLock(lock: string): boolean {
+  try {
+    fs.mkdirSync(path.dirname(lock), { recursive: true });
+    const held = fs.statSync(lock, { throwIfNoEntry: false });
+    if (held !== undefined && Date.now() - held.mtimeMs > 2 * PROBE_TIMEOUT_MS)
+      fs.rmSync(lock, { force: true });
+    fs.writeFileSync(lock, String(process.pid), { flag: "wx" });
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== "EEXIST";
+  }
 }
 
 async function bootUnderKvm(qemu: string, kernel: string): Promise<AcceleratorChoice> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gci-kvm-probe-"));
   const consoleFile = path.join(dir, "console.log");
   try {
-    const child = spawn(
-      qemu,
-      [
-        ...["-accel", "kvm", "-cpu", "max", "-m", "128", "-smp", "1"],
-        ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
-        ...["-kernel", kernel, "-append", "console=ttyS0 panic=-1 loglevel=4"],
-        ...["-serial", `file:${qemuValue(consoleFile)}`],
-      ],
-      { stdio: ["ignore", "ignore", "pipe"] },
-    );
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => {
-      if (stderr.length < 4096) stderr += chunk.toString("utf8");
-    });
-    const exit = await new Promise<{ code: number | null; signal: string | null; error?: Error }>(
-      (resolve) => {
-        const timer = setTimeout(() => child.kill("SIGKILL"), PROBE_TIMEOUT_MS);
-        child.once("error", (error) => {
-          clearTimeout(timer);
-          resolve({ code: null, signal: null, error });
-        });
-        child.once("exit", (code, signal) => {
-          clearTimeout(timer);
-          resolve({ code, signal });
-        });
-      },
-    );
+    const args = [
+      ...["-accel", "kvm", "-cpu", "max", "-m", "128", "-smp", "1"],
+      ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
+      ...["-kernel", kernel, "-append", "console=ttyS0 panic=-1 loglevel=4"],
+      ...["-serial", `file:${qemuValue(consoleFile)}`],
+      ...confinement(claimQemuUid(dir)),
+    ];
+    const exit = await runBounded(qemu, args, PROBE_TIMEOUT_MS);
     const booted = /Kernel panic|VFS: /.test(readText(consoleFile));
     if (exit.code === 0 && booted) return { accel: "kvm", reason: "a kernel booted under KVM" };
     const why =
       exit.error !== undefined
         ? exit.error.message
-        : exit.signal === "SIGKILL"
+        : exit.timedOut
           ? `a kernel under KVM did not finish booting within ${PROBE_TIMEOUT_MS / 1000} s`
-          : `QEMU with KVM ended with ${exit.signal ?? `code ${exit.code}`}: ${lastLine(stderr)}`;
+          : `QEMU with KVM ended with ${exit.signal ?? `code ${exit.code}`}: ${lastLine(exit.stderr)}`;
     return { accel: "tcg", reason: why };
   } finally {
+    releaseQemuUid(dir);
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+interface BoundedExit {
+  readonly code: number | null;
+  readonly signal: string | null;
+  readonly timedOut: boolean;
+  readonly stderr: string;
+  readonly error?: Error;
+}
+
+/** coreutils timeout's status when it had to SIGKILL the command (128 + 9). */
+const KILLED_BY_TIMEOUT = 137;
+
+/**
+ * Runs `command` under coreutils `timeout -s KILL`, so that it ends in `timeoutMs` even when
+ * this process dies first (a probe starts with the daemon, which may be killed right away; a
+ * QEMU stuck in KVM would spin on a core for good).
+ */
+async function runBounded(command: string, args: string[], timeoutMs: number): Promise<BoundedExit> {
+  const timeout = findOnPath("timeout") ?? "/usr/bin/timeout";
+  const child = spawn(timeout, ["-s", "KILL", `${timeoutMs / 1000}s`, command, ...args], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => {
+    if (stderr.length < 4096) stderr += chunk.toString("utf8");
+  });
+  return new Promise((resolve) => {
+    // timeout passes a SIGTERM on to the command: the last word, should timeout itself hang.
+    const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs + 2000);
+    child.once("error", (error) => {
+      clearTimeout(timer);
+      resolve({ code: null, signal: null, timedOut: false, stderr, error });
+    });
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, timedOut: code === KILLED_BY_TIMEOUT || signal !== null, stderr });
+    });
+  });
+}
+
+/**
+ * Starts choosing the accelerator now, so that no user's first boot waits for the KVM probe
+ * (seconds on a fresh host; the answer is then kept for the host's boot), and boots later
+ * share it. The probe boots the newest kernel in /boot. Undefined when there is nothing to
+ * probe: GCI_QEMU_ACCEL set, no QEMU, or no kernel there (a first boot then probes with its
+ * image's kernel). Throws INVALID_ARGUMENT for a GCI_QEMU_ACCEL that is not an accelerator.
+ */
+export function probeAcceleratorNow(qemu: string = QEMU_BINARY): Promise<AcceleratorChoice> | undefined {
+  if (acceleratorFromEnv() !== "auto") return undefined;
+  const binary = qemu.includes("/") ? qemu : findOnPath(qemu);
+  const kernel = newestHostKernel();
+  if (binary === undefined || kernel === undefined) return undefined;
+  return chooseAccelerator(binary, kernel, "auto");
+}
+
+/** /boot/vmlinuz-<version> with the highest version that root can read, if any. */
+function newestHostKernel(): string | undefined {
+  let names: string[];
+  try {
+    names = fs.readdirSync("/boot");
+  } catch {
+    return undefined;
+  }
+  const kernels = names
+    .filter((name) => name.startsWith("vmlinuz-"))
+    .sort((a, b) => a.localeCompare(b, "en", { numeric: true }))
+    .map((name) => path.join("/boot", name))
+    .filter((file) => {
+      try {
+        fs.accessSync(file, fs.constants.R_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  return kernels[kernels.length - 1];
 }
 
 function readText(file: string): string {
@@ -416,16 +572,87 @@ function qemuValue(value: string): string {
   return value.replace(/,/g, ",,");
 }
 
+/** The qemu-img binary, which makes a disk's throwaway layer; FAILED_PRECONDITION when missing. */
+function resolveQemuImg(): string {
+  const found = findOnPath("qemu-img");
+  if (found === undefined) {
+    throw precondition(
+      `qemu-img is not installed, and the qemu driver needs it to attach an image's disk: ` +
+        `run apt-get install -y qemu-utils`,
+    );
+  }
+  return found;
+}
+
+/**
+ * QEMU's arguments attaching `disk` as the guest's virtio disk. The stored disk is opened
+ * read-only and, when qcow2, with `backing: null`: QEMU follows no file its header names, even
+ * one the boot check missed (the check is the first line, this the second). Guest writes land
+ * in a throwaway qcow2 layer in `runDir` (made empty here, removed when the VM stops), so they
+ * never reach the stored image, as `snapshot=on` ensured before.
+ * @internal
+ */
+export async function diskArgs(disk: string, runDir: string): Promise<string[]> {
+  const format = diskFormat(disk);
+  const overlay = path.join(runDir, DISK_OVERLAY);
+  try {
+    await execFileP(resolveQemuImg(), [
+      "create",
+      "-q",
+      "-f",
+      "qcow2",
+      overlay,
+      String(virtualSize(disk, format)),
+    ]);
+  } catch (e) {
+    if (GciError.isInstance(e)) throw e;
+    throw precondition(
+      `qemu-img could not make the throwaway layer ${overlay} for disk ${disk}: ` +
+        `${((e as { stderr?: string }).stderr ?? String(e)).trim()}; check that ${runDir} is writable`,
+    );
+  }
+  const image = {
+    driver: format,
+    "node-name": "disk-image",
+    "read-only": true,
+    file: { driver: "file", filename: disk, "read-only": true },
+    ...(format === "qcow2" ? { backing: null } : {}),
+  };
+  const layer = {
+    driver: "qcow2",
+    "node-name": "disk",
+    file: { driver: "file", filename: overlay },
+    backing: "disk-image",
+  };
+  return [
+    ...["-blockdev", JSON.stringify(image), "-blockdev", JSON.stringify(layer)],
+    ...["-device", "virtio-blk-pci,drive=disk"],
+  ];
+}
+
 /** "qcow2" when the file starts with the qcow2 magic, else "raw". */
-function diskFormat(file: string): string {
-  const magic = Buffer.alloc(4);
+function diskFormat(file: string): "qcow2" | "raw" {
+  return isQcow2(readHead(file, 4)) ? "qcow2" : "raw";
+}
+
+/** The size the guest sees: a qcow2 header's size field (bytes 24-31), or a raw file's length. */
+function virtualSize(file: string, format: "qcow2" | "raw"): bigint {
+  if (format === "raw") return BigInt(fs.statSync(file).size);
+  const head = readHead(file, 32);
+  if (head.length < 32) {
+    throw invalid(`disk ${file} is a qcow2 image with a truncated header: pack the image with a whole disk`);
+  }
+  return head.readBigUInt64BE(24);
+}
+
+function readHead(file: string, bytes: number): Buffer {
+  const head = Buffer.alloc(bytes);
   const fd = fs.openSync(file, "r");
   try {
-    fs.readSync(fd, magic, 0, 4, 0);
+    return head.subarray(0, fs.readSync(fd, head, 0, bytes, 0));
   } finally {
     fs.closeSync(fd);
   }
-  return magic.equals(Buffer.from([0x51, 0x46, 0x49, 0xfb])) ? "qcow2" : "raw";
 }
 
 /**

@@ -36,10 +36,34 @@ export function processImage(): Promise<BuiltImage> {
   return buildOnce("process-web", { KERNEL_VERSION: kernelVersion() });
 }
 
-function buildOnce(recipe: string, inputs: Record<string, string>): Promise<BuiltImage> {
+/** Test-only recipes: test/support/images/<recipe>/. */
+const TEST_RECIPES = path.join(packageRoot(), "test", "support", "images");
+
+/**
+ * The probe-guest image (test only, driver "qemu"): debian-guest plus a first init that prints
+ * on the console what the guest reads from its disk and whether it reaches an address given as
+ * gci.probe.connect=<host:port> on the kernel command line (see its init).
+ */
+export function probeGuestImage(): Promise<BuiltImage> {
+  return buildOnce(
+    "probe-guest",
+    {
+      KERNEL_VERSION: kernelVersion(),
+      // It builds on debian-guest: a change there is a change here.
+      GUEST_RECIPE: recipeHash(path.join(RECIPES, "guest"), {}),
+    },
+    TEST_RECIPES,
+  );
+}
+
+function buildOnce(
+  recipe: string,
+  inputs: Record<string, string>,
+  recipes: string = RECIPES,
+): Promise<BuiltImage> {
   let image = built.get(recipe);
   if (image === undefined) {
-    image = build(recipe, inputs);
+    image = build(path.join(recipes, recipe), recipe, inputs);
     built.set(recipe, image);
     image.catch(() => built.delete(recipe));
   }
@@ -51,8 +75,7 @@ function buildOnce(recipe: string, inputs: Record<string, string>): Promise<Buil
  * the kernel version and the busybox binary: staged by `build.sh --stage`, packed with the
  * recipe's manifest.json exactly as `gci image build --manifest` does.
  */
-async function build(recipe: string, inputs: Record<string, string>): Promise<BuiltImage> {
-  const dir = path.join(RECIPES, recipe);
+async function build(dir: string, recipe: string, inputs: Record<string, string>): Promise<BuiltImage> {
   const file = path.join(cacheRoot(), "images", `${recipe}-${recipeHash(dir, inputs)}.tar`);
   if (fs.existsSync(file)) return { file, ...(await digestOf(file)) };
 
