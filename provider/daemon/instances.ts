@@ -6,6 +6,7 @@ import type { Catalog, VmGroupRecord, VmRecord, VmState } from "../catalog";
 import { notFound } from "../errors";
 import { extractImage, ImageStore, Manifest } from "../image";
 import { driverFor, driverForKind, InstanceDriver, InstanceHandle, loadHandle } from "../vm";
+import { readLogTail } from "../vm/host";
 import type { Logger } from "./log";
 
 /** Where an instance manager lives. */
@@ -218,17 +219,8 @@ export class InstanceManager {
   /** The tail of an instance's console or output. */
   logs(vmId: string, tailBytes: number): string {
     const handle = loadHandle(this.runDir(vmId));
-    if (!handle || !fs.existsSync(handle.logFile)) return "";
-    const size = fs.statSync(handle.logFile).size;
-    const fd = fs.openSync(handle.logFile, "r");
-    try {
-      const len = Math.min(size, tailBytes);
-      const buf = Buffer.alloc(len);
-      fs.readSync(fd, buf, 0, len, size - len);
-      return buf.toString("utf8");
-    } finally {
-      fs.closeSync(fd);
-    }
+    // The current log file and the one rotated before it (both drivers cap their logs).
+    return handle ? readLogTail(handle.logFile, tailBytes) : "";
   }
 
   /**
