@@ -3,13 +3,20 @@
  * image's root directory — a "process instance", never a VM. It exists for scale (hundreds of
  * instances on one machine), where booting a kernel per instance would not fit.
  *
- * Sandbox, per instance: its own mount and pid namespaces (`unshare`); a root that is an
- * overlay of the image (read-only, shared by all instances) and a tmpfs of its own (so writes
- * vanish with it and cost memory, capped at memoryMiB); a private /proc, a /dev holding only
- * null, zero, random and urandom; and no root privileges (uid/gid 65534 by default). Its
- * cgroups hold it to vcpus cores of CPU time and memoryMiB of memory (./cgroup; where the host
- * has none to offer, it runs without). The network stays the host's, so a process listens on
- * 127.0.0.1 at the port it is given.
+ * Sandbox, per instance: its own mount, pid, IPC and network namespaces (`unshare`); a root
+ * that is an overlay of the image (read-only, shared by all instances, nosuid) and a tmpfs of
+ * its own (so writes vanish with it and cost memory, capped at memoryMiB); a private /proc, a
+ * /dev holding only null, zero, random and urandom; a uid and gid of its own (./uid) with no
+ * supplementary groups and no capabilities. Its cgroups hold it to vcpus cores of CPU time,
+ * memoryMiB of memory and PIDS_MAX processes (./cgroup; where the host has none to offer, it
+ * runs without). Its network namespace has only a loopback: it reaches nothing on the host,
+ * and each declared port is forwarded from the host's 127.0.0.1 to the same port on the
+ * instance's loopback, where the image listens on $PORT_<guest port>.
+ *
+ * What runs as root on the host before the sandbox exists (sh, unshare, mount, ...) gets
+ * HOST_TOOL_ENV, never the image's environment: that is applied by `env -i` from a static
+ * busybox mounted into the instance's root, after chroot and the change of uid, for the
+ * entrypoint alone. Output goes through a capped, rotated log (startLogCapper).
  */
 
 import { createHash } from "crypto";
@@ -21,55 +28,64 @@ import { InstanceCgroups, createInstanceCgroups, removeInstanceCgroups } from ".
 import { loadHandle, saveHandle } from "./handle";
 import {
   checkSpec,
+  endHelpers,
   findOnPath,
   freePort,
+  HelperProcess,
   isSameProcess,
   procStat,
   signalGroup,
   signalProcess,
+  sleep,
   spawnDetached,
+  startLogCapper,
   tailLines,
   waitForReady,
   waitGone,
 } from "./host";
+import type { Writable } from "stream";
 import type { InstanceDriver, InstanceHandle, InstanceSpec } from "./types";
-
-/** Options of the process driver. */
-export interface ProcessDriverArgs {
-  /** User and group id the entrypoint runs as. @default 65534 (nobody) for both */
-  readonly uid?: number;
-  readonly gid?: number;
-}
+import { claimUid, releaseUid } from "./uid";
 
 const OUTPUT_LOG = "output.log";
 const DEFAULT_GRACE_MS = 5000;
-/** PATH of the sandbox's set-up on the host, and of the entrypoint unless the image sets one. */
+/** PATH of the entrypoint unless the image sets one. */
 const STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/** Where the static busybox is mounted in the instance's root; an image may not have this path. */
+const SANDBOX_DIR = ".gci";
+/** The user the port forwarders run as, inside the instance's namespaces (not the instance's uid). */
+const FORWARDER_USER = "65534";
+/** How long a start waits for the sandbox's init to exist (it is forked by unshare at once). */
+const INIT_WAIT_MS = 5000;
 
 /**
  * Runs as PID 1 of the new pid namespace, still in the host's root: builds the instance's root
  * and starts the entrypoint in it. It stays as the namespace's init, so that SIGTERM reaches the
  * entrypoint (a PID 1 without a handler would ignore it) and its end ends everything in there.
- * Arguments: image rootfs scratch sizeMiB uid:gid chroot entrypoint args...; PATH is the guest's.
+ * Arguments: image rootfs scratch sizeMiB uid busybox, then `env -i NAME=VALUE... /program args`,
+ * which the static busybox runs in the instance's root as uid (gid the same, no other groups).
  * The init reaps only the entrypoint: orphans of the entrypoint stay zombies until the instance ends.
  */
 const SANDBOX_SCRIPT = `
 set -e
 child="" stopping=""
 trap 'stopping=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM INT
-image=$1 rootfs=$2 scratch=$3 size=$4 user=$5 chroot_bin=$6 guest_path=$PATH
+image=$1 rootfs=$2 scratch=$3 size=$4 uid=$5 busybox=$6
 shift 6
-PATH=${STANDARD_PATH}
 mount -t tmpfs -o "mode=0755,size=\${size}m" gci-scratch "$scratch"
 mkdir "$scratch/upper" "$scratch/work"
-mount -t overlay -o "lowerdir=$image,upperdir=$scratch/upper,workdir=$scratch/work" gci-root "$rootfs"
+mount -t overlay -o "nosuid,nodev,lowerdir=$image,upperdir=$scratch/upper,workdir=$scratch/work" gci-root "$rootfs"
 for dir in dev proc tmp; do
   if [ -L "$rootfs/$dir" ] || { [ -e "$rootfs/$dir" ] && [ ! -d "$rootfs/$dir" ]; }; then
     echo "gci: the image's /$dir is not a directory; the process driver mounts its own /$dir there" >&2
     exit 70
   fi
 done
-mkdir -p "$rootfs/dev" "$rootfs/proc" "$rootfs/tmp"
+if [ -e "$rootfs/${SANDBOX_DIR}" ] || [ -L "$rootfs/${SANDBOX_DIR}" ]; then
+  echo "gci: the image has a /${SANDBOX_DIR}, where the process driver mounts its own tools; remove it from the image" >&2
+  exit 70
+fi
+mkdir -p "$rootfs/dev" "$rootfs/proc" "$rootfs/tmp" "$rootfs/${SANDBOX_DIR}"
 mount -t tmpfs -o mode=0755,size=64k,nosuid,noexec gci-dev "$rootfs/dev"
 mknod -m 666 "$rootfs/dev/null" c 1 3
 mknod -m 666 "$rootfs/dev/zero" c 1 5
@@ -77,8 +93,12 @@ mknod -m 666 "$rootfs/dev/random" c 1 8
 mknod -m 666 "$rootfs/dev/urandom" c 1 9
 mount -t proc -o nosuid,nodev,noexec gci-proc "$rootfs/proc"
 chmod 1777 "$rootfs/tmp"
+: >"$rootfs/${SANDBOX_DIR}/busybox"
+mount --bind "$busybox" "$rootfs/${SANDBOX_DIR}/busybox"
+mount -o remount,bind,ro,nosuid,nodev "$rootfs/${SANDBOX_DIR}/busybox"
+"$busybox" ip link set lo up
 set +e
-PATH=$guest_path "$chroot_bin" --userspec="$user" "$rootfs" "$@" </dev/null &
+unshare --root="$rootfs" --wd=/ --setgid="$uid" --setuid="$uid" -- "/${SANDBOX_DIR}/busybox" "$@" </dev/null &
 child=$!
 [ -z "$stopping" ] || kill -TERM "$child" 2>/dev/null
 while :; do
@@ -88,19 +108,15 @@ while :; do
 done
 `;
 
+/**
+ * Options of the process driver: none any more. Every instance runs as a uid of its own
+ * (./uid), so there is no user to choose.
+ */
+export type ProcessDriverArgs = Record<string, never>;
+
 /** Runs process instances: sandboxed processes from the image's root directory. */
 export class ProcessDriver implements InstanceDriver {
   readonly kind = "process" as const;
-  private readonly user: string;
-
-  constructor(args: ProcessDriverArgs = {}) {
-    const uid = args.uid ?? 65534;
-    const gid = args.gid ?? 65534;
-    if (!Number.isInteger(uid) || uid < 0 || !Number.isInteger(gid) || gid < 0) {
-      throw invalid(`uid ${uid} and gid ${gid} must be whole numbers >= 0, e.g. 65534 (nobody)`);
-    }
-    this.user = `${uid}:${gid}`;
-  }
 
   /** Throws INVALID_ARGUMENT naming what the image lacks to run as a process instance. */
   validate(manifest: Manifest): void {
@@ -114,6 +130,18 @@ export class ProcessDriver implements InstanceDriver {
       throw invalid(
         `image "${manifest.name}" has no entrypoint: the process driver runs a program from the image; ` +
           `set "entrypoint" in the manifest, e.g. ["bin/serve"]`,
+      );
+    }
+    // `env -i` takes NAME=VALUE words up to the first word without "=": the program.
+    if (manifest.entrypoint[0].includes("=")) {
+      throw invalid(
+        `the entrypoint "${manifest.entrypoint[0]}" of image "${manifest.name}" holds "="; rename the program`,
+      );
+    }
+    const badName = Object.keys(manifest.env ?? {}).find((name) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name));
+    if (badName !== undefined) {
+      throw invalid(
+        `image "${manifest.name}" sets env "${badName}", not a variable name; use [A-Za-z_][A-Za-z0-9_]*`,
       );
     }
   }
@@ -139,41 +167,34 @@ export class ProcessDriver implements InstanceDriver {
           `from ${spec.imageDir}; extract the image there again (extractImage)`,
       );
     }
-
-    const rootfs = path.join(spec.runDir, "rootfs");
-    const scratch = path.join(spec.runDir, "scratch");
-    fs.mkdirSync(rootfs, { recursive: true });
-    fs.mkdirSync(scratch, { recursive: true });
-
-    const addresses: Record<string, string> = {};
-    const portEnv: Record<string, string> = {};
-    for (const guestPort of spec.manifest.ports ?? []) {
-      const hostPort = await freePort();
-      addresses[String(guestPort)] = `127.0.0.1:${hostPort}`;
-      portEnv[`PORT_${guestPort}`] = String(hostPort);
+    fs.mkdirSync(path.join(spec.runDir, "rootfs"), { recursive: true });
+    fs.mkdirSync(path.join(spec.runDir, "scratch"), { recursive: true });
+    const uid = claimUid(spec.runDir);
+    try {
+      return await this.launch(spec, tools, uid);
+    } catch (e) {
+      releaseUid(uid, spec.runDir);
+      throw e;
     }
-    const imageEnv = spec.manifest.env ?? {};
-    const env: Record<string, string> = {
-      HOME: "/",
-      ...imageEnv,
-      PATH: imageEnv.PATH ?? STANDARD_PATH,
-      GCI_ID: spec.id,
-      GCI_DC: spec.datacenter,
-      GCI_DIGEST: spec.digest,
-      ...portEnv,
-    };
-    const [program, ...programArgs] = spec.manifest.entrypoint!;
-    const args = [
-      ...["--mount", "--pid", "--fork", "--kill-child"],
-      ...[tools.sh, "-c", SANDBOX_SCRIPT, "gci-sandbox"],
-      ...[spec.imageDir, rootfs, scratch, String(spec.memoryMiB), this.user, tools.chroot],
-      ...[`/${program}`, ...programArgs],
-    ];
+  }
 
-    // Its CPU and memory limits: a cgroup the first process joins before anything else runs.
+  /** Starts the sandbox as `uid`, its log writer and its port forwarders; saves the handle. */
+  private async launch(spec: InstanceSpec, tools: HostTools, uid: number): Promise<InstanceHandle> {
+    const ports: Record<string, number> = {};
+    for (const guestPort of spec.manifest.ports ?? []) ports[String(guestPort)] = await freePort();
+    const args = [
+      ...["--mount", "--pid", "--ipc", "--net", "--fork", "--kill-child"],
+      ...[tools.sh, "-c", SANDBOX_SCRIPT, "gci-sandbox"],
+      ...[spec.imageDir, path.join(spec.runDir, "rootfs"), path.join(spec.runDir, "scratch")],
+      ...[String(spec.memoryMiB), String(uid), tools.busybox],
+      ...entrypointCommand(spec, ports),
+    ];
+    // Its CPU, memory and process limits: cgroups the first process joins before anything else runs.
     const cgroups = instanceCgroups(spec);
-    const log = fs.openSync(path.join(spec.runDir, OUTPUT_LOG), "w");
-    let pid: number;
+    const logFile = path.join(spec.runDir, OUTPUT_LOG);
+    const capper = await startLogCapper(logFile);
+    let pid: number | undefined;
+    const forwarders: HelperProcess[] = [];
     try {
       pid = cgroups
         ? await spawnDetached(
@@ -188,32 +209,62 @@ export class ProcessDriver implements InstanceDriver {
               ...args,
             ],
             spec.runDir,
-            log,
-            env,
+            capper.input,
           )
-        : await spawnDetached(tools.unshare, args, spec.runDir, log, env);
+        : await spawnDetached(tools.unshare, args, spec.runDir, capper.input);
+      const init = await waitForInit(pid);
+      for (const hostPort of Object.values(ports)) {
+        forwarders.push(await startForwarder(tools, init, hostPort, spec.runDir, capper.input));
+      }
+    } catch (e) {
+      await this.discard(spec, pid, cgroups);
+      throw e;
     } finally {
-      fs.closeSync(log);
+      // The sandbox and the forwarders hold the log's input now; the capper ends after them.
+      capper.input.destroy();
     }
     const stat = procStat(pid);
     if (stat === undefined) {
-      await removeInstanceCgroups(cgroups?.dirs ?? []).catch(() => undefined);
+      await this.discard(spec, undefined, cgroups);
       throw precondition(
-        `process instance "${spec.id}" ended at once: ${tailLines(path.join(spec.runDir, OUTPUT_LOG), 5).join(" | ") || "no output"}`,
+        `process instance "${spec.id}" ended at once: ${tailLines(logFile, 5).join(" | ") || "no output"}`,
       );
     }
+    const addresses: Record<string, string> = {};
+    for (const [guestPort, hostPort] of Object.entries(ports)) addresses[guestPort] = `127.0.0.1:${hostPort}`;
     const handle: InstanceHandle = {
       id: spec.id,
       kind: "process",
       pid,
       addresses,
-      logFile: path.join(spec.runDir, OUTPUT_LOG),
+      logFile,
       runDir: spec.runDir,
       startTime: stat.startTime,
       ...(cgroups ? { cgroups: cgroups.dirs } : {}),
+      uid,
+      helpers: [{ pid: capper.pid, startTime: capper.startTime }, ...forwarders],
     };
     saveHandle(handle);
     return handle;
+  }
+
+  /** After a failed start: what it had started so far goes (the forwarders end with the sandbox's namespaces). */
+  private async discard(
+    spec: InstanceSpec,
+    pid: number | undefined,
+    cgroups: InstanceCgroups | undefined,
+  ): Promise<void> {
+    if (pid !== undefined) signalGroup(pid, "SIGKILL");
+    if (pid !== undefined)
+      await waitGone({ pid, startTime: procStat(pid)?.startTime ?? "" } as InstanceHandle, 5000);
+    try {
+      await removeInstanceCgroups(cgroups?.dirs ?? []);
+    } catch (e) {
+      // The start's own error is the one to report; the empty cgroup is only left behind.
+      console.error(
+        `gci: cannot remove the cgroups of process instance "${spec.id}": ${(e as Error).message}`,
+      );
+    }
   }
 
   waitReady(handle: InstanceHandle, timeoutMs: number): Promise<void> {
@@ -226,13 +277,22 @@ export class ProcessDriver implements InstanceDriver {
 
   /**
    * SIGTERM to the entrypoint (through the namespace's init), then SIGKILL to the whole group
-   * after `graceMs`. When the namespace's init ends, the kernel kills everything left in it.
+   * after `graceMs`. When the namespace's init ends, the kernel kills everything left in it; the
+   * log writer and the forwarders end with it, and the instance's uid is given back.
    */
   async stop(handle: InstanceHandle, graceMs: number = DEFAULT_GRACE_MS): Promise<void> {
     await this.end(handle, graceMs);
+    await endHelpers(handle.helpers ?? [], 5000);
     // Once nothing runs in them, its cgroups go too (one the kernel still holds stays, empty:
     // not a reason to fail the stop).
-    await removeInstanceCgroups(handle.cgroups ?? []).catch(() => undefined);
+    try {
+      await removeInstanceCgroups(handle.cgroups ?? []);
+    } catch (e) {
+      console.error(
+        `gci: cannot remove the cgroups of process instance "${handle.id}": ${(e as Error).message}`,
+      );
+    }
+    if (handle.uid !== undefined) releaseUid(handle.uid, handle.runDir);
   }
 
   private async end(handle: InstanceHandle, graceMs: number): Promise<void> {
@@ -294,26 +354,109 @@ function namespaceInit(pid: number): { pid: number; startTime: string } | undefi
   return stat === undefined ? undefined : { pid: child, startTime: stat.startTime };
 }
 
+/**
+ * `env -i NAME=VALUE... /program args` for the static busybox in the instance's root: the
+ * entrypoint's whole environment (HOME, the image's env, PATH, then the driver's GCI_* and
+ * PORT_*, which the image cannot override), after the change of uid.
+ */
+function entrypointCommand(spec: InstanceSpec, ports: Record<string, number>): string[] {
+  const imageEnv = spec.manifest.env ?? {};
+  const env: Record<string, string> = {
+    HOME: "/",
+    ...imageEnv,
+    PATH: imageEnv.PATH ?? STANDARD_PATH,
+    GCI_ID: spec.id,
+    GCI_DC: spec.datacenter,
+    GCI_DIGEST: spec.digest,
+  };
+  for (const [guestPort, hostPort] of Object.entries(ports)) env[`PORT_${guestPort}`] = String(hostPort);
+  const [program, ...programArgs] = spec.manifest.entrypoint!;
+  return ["env", "-i", ...Object.entries(env).map(([k, v]) => `${k}=${v}`), `/${program}`, ...programArgs];
+}
+
+/** The sandbox's init (the child unshare forks into the new namespaces), once it exists. */
+async function waitForInit(unsharePid: number): Promise<{ pid: number; startTime: string }> {
+  const deadline = Date.now() + INIT_WAIT_MS;
+  for (;;) {
+    const init = namespaceInit(unsharePid);
+    if (init !== undefined) return init;
+    if (procStat(unsharePid) === undefined || Date.now() >= deadline) {
+      throw precondition(
+        `the sandbox of a process instance did not start (unshare pid ${unsharePid} has no child after ` +
+          `${INIT_WAIT_MS} ms); look at its output.log`,
+      );
+    }
+    await sleep(2);
+  }
+}
+
+/**
+ * Forwards the host's 127.0.0.1:`port` to the same port on the instance's loopback. The
+ * listening socket is made in the host's network namespace by systemd-socket-activate, which
+ * waits inside the instance's pid namespace (so it ends with the instance, and a recycled pid
+ * can never be entered); at the first connection it becomes, through nsenter into the
+ * instance's network namespace as nobody, systemd-socket-proxyd, which connects from there.
+ */
+async function startForwarder(
+  tools: HostTools,
+  init: { pid: number },
+  port: number,
+  cwd: string,
+  log: Writable,
+): Promise<HelperProcess> {
+  const target = String(init.pid);
+  const address = `127.0.0.1:${port}`;
+  const pid = await spawnDetached(
+    tools.nsenter,
+    [
+      ...["--target", target, "--pid", "--", tools.socketActivate, "--listen", address, "--"],
+      ...[
+        tools.nsenter,
+        "--target",
+        target,
+        "--net",
+        "--setuid",
+        FORWARDER_USER,
+        "--setgid",
+        FORWARDER_USER,
+        "--",
+      ],
+      ...[tools.socketProxyd, address],
+    ],
+    cwd,
+    log,
+  );
+  const stat = procStat(pid);
+  if (stat === undefined)
+    throw precondition(`the port forwarder for ${address} ended at once; look at output.log`);
+  return { pid, startTime: stat.startTime };
+}
+
 interface HostTools {
   readonly unshare: string;
-  readonly chroot: string;
+  readonly nsenter: string;
   readonly sh: string;
+  /** A static busybox (no dynamic loader reads LD_* in it), mounted into each instance's root. */
+  readonly busybox: string;
+  readonly socketActivate: string;
+  readonly socketProxyd: string;
 }
 
 let tools: HostTools | undefined;
 
-/** unshare, chroot and sh on this host; FAILED_PRECONDITION with the fix when one is missing or not root. */
+/** The host tools the sandbox needs; FAILED_PRECONDITION with the fix when one is missing or not root. */
 function hostTools(): HostTools {
   if (tools !== undefined) return tools;
   if (process.getuid?.() !== 0) {
     throw precondition(
-      `the process driver needs root to create mount and pid namespaces (uid is ${process.getuid?.()}); ` +
+      `the process driver needs root to create mount, pid and network namespaces (uid is ${process.getuid?.()}); ` +
         `run the cluster manager as root, or use the qemu driver`,
     );
   }
-  const find = (name: string, pkg: string): string => {
+  const find = (name: string, pkg: string, dirs: string[] = []): string => {
     const found =
-      findOnPath(name) ?? [`/usr/bin/${name}`, `/usr/sbin/${name}`, `/bin/${name}`].find(fs.existsSync);
+      findOnPath(name) ??
+      [...dirs, "/usr/bin", "/usr/sbin", "/bin"].map((dir) => `${dir}/${name}`).find(fs.existsSync);
     if (found === undefined) {
       throw precondition(
         `${name} is not installed, and the process driver needs it: run apt-get install -y ${pkg}`,
@@ -321,10 +464,35 @@ function hostTools(): HostTools {
     }
     return found;
   };
+  const busybox = find("busybox", "busybox-static");
+  if (isDynamic(busybox)) {
+    throw precondition(
+      `${busybox} is linked dynamically; the process driver runs it inside images, which lack its ` +
+        `libraries: run apt-get install -y busybox-static`,
+    );
+  }
   tools = {
     unshare: find("unshare", "util-linux"),
-    chroot: find("chroot", "coreutils"),
+    nsenter: find("nsenter", "util-linux"),
     sh: find("sh", "dash"),
+    busybox,
+    socketActivate: find("systemd-socket-activate", "systemd"),
+    socketProxyd: find("systemd-socket-proxyd", "systemd", ["/lib/systemd", "/usr/lib/systemd"]),
   };
   return tools;
+}
+
+/** True when the ELF file names a program interpreter (PT_INTERP): it needs the dynamic loader. */
+function isDynamic(file: string): boolean {
+  const elf = fs.readFileSync(file);
+  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2) return true;
+  const phoff = Number(elf.readBigUInt64LE(0x20));
+  const phentsize = elf.readUInt16LE(0x36);
+  const phnum = elf.readUInt16LE(0x38);
+  for (let i = 0; i < phnum; i++) {
+    const offset = phoff + i * phentsize;
+    if (offset + 4 > elf.length) return true;
+    if (elf.readUInt32LE(offset) === 3) return true;
+  }
+  return false;
 }
