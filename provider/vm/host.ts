@@ -4,7 +4,7 @@
  * @internal
  */
 
-import { spawn } from "child_process";
+import { spawn, StdioOptions } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
 import * as net from "net";
@@ -413,8 +413,9 @@ export type Output =
   number | Writable | { readonly stdout: number | Writable; readonly stderr: number | Writable };
 
 /**
- * Starts `command` in its own process group with stdout and stderr to `output`; resolves with
- * its pid. Its environment is HOST_TOOL_ENV unless `env` is given.
+ * Starts `command` in its own process group with stdout and stderr to `output` (and `extraFds`
+ * of this process as its fds 3, 4, ...); resolves with its pid. Its environment is HOST_TOOL_ENV
+ * unless `env` is given.
  */
 export function spawnDetached(
   command: string,
@@ -422,11 +423,13 @@ export function spawnDetached(
   cwd: string,
   output: Output,
   env: NodeJS.ProcessEnv = HOST_TOOL_ENV,
+  extraFds: readonly number[] = [],
 ): Promise<number> {
   const [stdout, stderr] =
     typeof output === "object" && "stdout" in output ? [output.stdout, output.stderr] : [output, output];
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, env, detached: true, stdio: ["ignore", stdout, stderr] });
+    const stdio: StdioOptions = ["ignore", stdout, stderr, ...extraFds];
+    const child = spawn(command, args, { cwd, env, detached: true, stdio });
     child.once("error", (e) =>
       reject(precondition(`cannot run ${command}: ${e.message}; check that it is installed and executable`)),
     );

@@ -21,6 +21,7 @@
 
 import { createHash } from "crypto";
 import * as fs from "fs";
+import * as net from "net";
 import * as path from "path";
 import type { Manifest } from "../image";
 import { GciError, invalid, precondition } from "../errors";
@@ -30,20 +31,17 @@ import {
   checkSpec,
   endHelpers,
   findOnPath,
-  freePort,
   HelperProcess,
   isSameProcess,
   procStat,
   signalGroup,
   signalProcess,
-  sleep,
   spawnDetached,
   startLogCapper,
   tailLines,
   waitForReady,
   waitGone,
 } from "./host";
-import type { Writable } from "stream";
 import type { InstanceDriver, InstanceHandle, InstanceSpec } from "./types";
 import { claimUid, releaseUid } from "./uid";
 
@@ -55,23 +53,28 @@ const STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 const SANDBOX_DIR = ".gci";
 /** The user the port forwarders run as, inside the instance's namespaces (not the instance's uid). */
 const FORWARDER_USER = "65534";
-/** How long a start waits for the sandbox's init to exist (it is forked by unshare at once). */
-const INIT_WAIT_MS = 5000;
+/** Ports a process instance may declare (see validate). */
+const MAX_PORTS = 7;
 
 /**
  * Runs as PID 1 of the new pid namespace, still in the host's root: builds the instance's root
  * and starts the entrypoint in it. It stays as the namespace's init, so that SIGTERM reaches the
  * entrypoint (a PID 1 without a handler would ignore it) and its end ends everything in there.
- * Arguments: image rootfs scratch sizeMiB uid busybox, then `env -i NAME=VALUE... /program args`,
- * which the static busybox runs in the instance's root as uid (gid the same, no other groups).
+ * Arguments: image rootfs scratch sizeMiB uid busybox proxyd "hostPort...", then
+ * `env -i NAME=VALUE... /program args`, which the static busybox runs in the instance's root as
+ * uid (gid the same, no other groups). Each port is forwarded from the host's 127.0.0.1 to the
+ * same port on the instance's loopback: the cluster manager made the listening socket (fd 3 for
+ * the first port, 4 for the next, ...) in the host's network namespace; systemd-socket-proxyd,
+ * entered into the instance's network namespace as nobody, accepts on it and connects from
+ * there. It runs in this pid namespace, so it ends with the instance.
  * The init reaps only the entrypoint: orphans of the entrypoint stay zombies until the instance ends.
  */
 const SANDBOX_SCRIPT = `
 set -e
 child="" stopping=""
 trap 'stopping=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM INT
-image=$1 rootfs=$2 scratch=$3 size=$4 uid=$5 busybox=$6
-shift 6
+image=$1 rootfs=$2 scratch=$3 size=$4 uid=$5 busybox=$6 proxyd=$7 ports=$8
+shift 8
 mount -t tmpfs -o "mode=0755,size=\${size}m" gci-scratch "$scratch"
 mkdir "$scratch/upper" "$scratch/work"
 mount -t overlay -o "nosuid,nodev,lowerdir=$image,upperdir=$scratch/upper,workdir=$scratch/work" gci-root "$rootfs"
@@ -98,8 +101,18 @@ mount --bind "$busybox" "$rootfs/${SANDBOX_DIR}/busybox"
 mount -o remount,bind,ro,nosuid,nodev "$rootfs/${SANDBOX_DIR}/busybox"
 "$busybox" ip link set lo up
 set +e
-unshare --root="$rootfs" --wd=/ --setgid="$uid" --setuid="$uid" -- "/${SANDBOX_DIR}/busybox" "$@" </dev/null &
+# The entrypoint gets none of the listening sockets (fds 3, 4, ...); each forwarder gets its own as fd 3.
+closes="" fd=3
+for port in $ports; do closes="$closes $fd<&-"; fd=$((fd + 1)); done
+eval 'unshare --root="$rootfs" --wd=/ --setgid="$uid" --setuid="$uid" -- "/${SANDBOX_DIR}/busybox" "$@" </dev/null '"$closes"' &'
 child=$!
+fd=3
+for port in $ports; do
+  sh -c 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"' gci-forward \\
+    nsenter --net="/proc/$GCI_SANDBOX_PID/ns/net" --setuid ${FORWARDER_USER} --setgid ${FORWARDER_USER} -- \\
+    "$proxyd" "127.0.0.1:$port" </dev/null 3<&"$fd" &
+  fd=$((fd + 1))
+done
 [ -z "$stopping" ] || kill -TERM "$child" 2>/dev/null
 while :; do
   wait "$child"
@@ -136,6 +149,13 @@ export class ProcessDriver implements InstanceDriver {
     if (manifest.entrypoint[0].includes("=")) {
       throw invalid(
         `the entrypoint "${manifest.entrypoint[0]}" of image "${manifest.name}" holds "="; rename the program`,
+      );
+    }
+    // The listening sockets reach the sandbox as fds 3 to 9 (sh redirects single-digit fds only).
+    if ((manifest.ports ?? []).length > MAX_PORTS) {
+      throw invalid(
+        `image "${manifest.name}" declares ${(manifest.ports ?? []).length} ports; a process instance ` +
+          `forwards at most ${MAX_PORTS}: declare fewer`,
       );
     }
     const badName = Object.keys(manifest.env ?? {}).find((name) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name));
@@ -178,54 +198,54 @@ export class ProcessDriver implements InstanceDriver {
     }
   }
 
-  /** Starts the sandbox as `uid`, its log writer and its port forwarders; saves the handle. */
+  /** Starts the sandbox as `uid` (it starts the port forwarders) and its log writer; saves the handle. */
   private async launch(spec: InstanceSpec, tools: HostTools, uid: number): Promise<InstanceHandle> {
+    // The host's side of each forwarded port: listening on 127.0.0.1 from here on (no other
+    // program can take the port meanwhile), handed to the sandbox as fds 3, 4, ...
+    const listeners = await Promise.all((spec.manifest.ports ?? []).map(() => listenOnLoopback()));
     const ports: Record<string, number> = {};
-    for (const guestPort of spec.manifest.ports ?? []) ports[String(guestPort)] = await freePort();
-    const args = [
-      ...["--mount", "--pid", "--ipc", "--net", "--fork", "--kill-child"],
-      ...[tools.sh, "-c", SANDBOX_SCRIPT, "gci-sandbox"],
-      ...[spec.imageDir, path.join(spec.runDir, "rootfs"), path.join(spec.runDir, "scratch")],
-      ...[String(spec.memoryMiB), String(uid), tools.busybox],
-      ...entrypointCommand(spec, ports),
-    ];
+    (spec.manifest.ports ?? []).forEach((guestPort, i) => (ports[String(guestPort)] = listeners[i].port));
     // Its CPU, memory and process limits: cgroups the first process joins before anything else runs.
     const cgroups = instanceCgroups(spec);
+    const procs = cgroups?.procs ?? [];
+    const args = [
+      ...["-c", JOIN_CGROUPS, "gci-cgroups", String(procs.length), ...procs],
+      ...[tools.unshare, "--mount", "--pid", "--ipc", "--net", "--fork", "--kill-child"],
+      ...[tools.sh, "-c", SANDBOX_SCRIPT, "gci-sandbox"],
+      ...[spec.imageDir, path.join(spec.runDir, "rootfs"), path.join(spec.runDir, "scratch")],
+      ...[String(spec.memoryMiB), String(uid), tools.busybox, tools.socketProxyd],
+      ...[Object.values(ports).join(" ")],
+      ...entrypointCommand(spec, ports),
+    ];
     const logFile = path.join(spec.runDir, OUTPUT_LOG);
-    const capper = await startLogCapper(logFile);
     let pid: number | undefined;
-    const forwarders: HelperProcess[] = [];
+    let capper: HelperProcess | undefined;
     try {
-      pid = cgroups
-        ? await spawnDetached(
-            tools.sh,
-            [
-              "-c",
-              JOIN_CGROUPS,
-              "gci-cgroups",
-              String(cgroups.procs.length),
-              ...cgroups.procs,
-              tools.unshare,
-              ...args,
-            ],
-            spec.runDir,
-            capper.input,
-          )
-        : await spawnDetached(tools.unshare, args, spec.runDir, capper.input);
-      const init = await waitForInit(pid);
-      for (const hostPort of Object.values(ports)) {
-        forwarders.push(await startForwarder(tools, init, hostPort, spec.runDir, capper.input));
+      const log = await startLogCapper(logFile);
+      capper = log;
+      try {
+        pid = await spawnDetached(
+          tools.sh,
+          args,
+          spec.runDir,
+          log.input,
+          undefined,
+          listeners.map((l) => l.fd),
+        );
+      } finally {
+        // The sandbox holds the log's input now; the capper ends after everything in it.
+        log.input.destroy();
       }
     } catch (e) {
-      await this.discard(spec, pid, cgroups);
+      await this.discard(spec, cgroups);
       throw e;
     } finally {
-      // The sandbox and the forwarders hold the log's input now; the capper ends after them.
-      capper.input.destroy();
+      // The sandbox holds the listening sockets now.
+      for (const listener of listeners) listener.server.close();
     }
     const stat = procStat(pid);
     if (stat === undefined) {
-      await this.discard(spec, undefined, cgroups);
+      await this.discard(spec, cgroups);
       throw precondition(
         `process instance "${spec.id}" ended at once: ${tailLines(logFile, 5).join(" | ") || "no output"}`,
       );
@@ -242,21 +262,14 @@ export class ProcessDriver implements InstanceDriver {
       startTime: stat.startTime,
       ...(cgroups ? { cgroups: cgroups.dirs } : {}),
       uid,
-      helpers: [{ pid: capper.pid, startTime: capper.startTime }, ...forwarders],
+      helpers: [{ pid: capper.pid, startTime: capper.startTime }],
     };
     saveHandle(handle);
     return handle;
   }
 
-  /** After a failed start: what it had started so far goes (the forwarders end with the sandbox's namespaces). */
-  private async discard(
-    spec: InstanceSpec,
-    pid: number | undefined,
-    cgroups: InstanceCgroups | undefined,
-  ): Promise<void> {
-    if (pid !== undefined) signalGroup(pid, "SIGKILL");
-    if (pid !== undefined)
-      await waitGone({ pid, startTime: procStat(pid)?.startTime ?? "" } as InstanceHandle, 5000);
+  /** After a failed start: its cgroups go (nothing runs in them). */
+  private async discard(spec: InstanceSpec, cgroups: InstanceCgroups | undefined): Promise<void> {
     try {
       await removeInstanceCgroups(cgroups?.dirs ?? []);
     } catch (e) {
@@ -320,10 +333,14 @@ export class ProcessDriver implements InstanceDriver {
   }
 }
 
-/** Moves this shell into the cgroups named by its arguments ("<n> <procs file>..."), then execs the rest. */
+/**
+ * Moves this shell into the cgroups named by its arguments ("<n> <procs file>..."), then execs
+ * the rest (unshare, which keeps this pid: the sandbox finds its network namespace by it).
+ */
 const JOIN_CGROUPS = `
 n=$1; shift
 while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n - 1)); done
+export GCI_SANDBOX_PID=$$
 exec "$@"
 `;
 
@@ -374,62 +391,23 @@ function entrypointCommand(spec: InstanceSpec, ports: Record<string, number>): s
   return ["env", "-i", ...Object.entries(env).map(([k, v]) => `${k}=${v}`), `/${program}`, ...programArgs];
 }
 
-/** The sandbox's init (the child unshare forks into the new namespaces), once it exists. */
-async function waitForInit(unsharePid: number): Promise<{ pid: number; startTime: string }> {
-  const deadline = Date.now() + INIT_WAIT_MS;
-  for (;;) {
-    const init = namespaceInit(unsharePid);
-    if (init !== undefined) return init;
-    if (procStat(unsharePid) === undefined || Date.now() >= deadline) {
-      throw precondition(
-        `the sandbox of a process instance did not start (unshare pid ${unsharePid} has no child after ` +
-          `${INIT_WAIT_MS} ms); look at its output.log`,
-      );
-    }
-    await sleep(2);
+/** A listening socket on the host's 127.0.0.1 at a port the kernel picks, with its file descriptor. */
+async function listenOnLoopback(): Promise<{ server: net.Server; port: number; fd: number }> {
+  const server = net.createServer();
+  // Until the sandbox takes it over, nobody knows the port; a connection that came anyway is closed.
+  server.on("connection", (socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ host: "127.0.0.1", port: 0, exclusive: true }, resolve);
+  });
+  server.unref();
+  // Node does not document the descriptor of a server; its libuv handle has it.
+  const fd = (server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== "number" || fd < 0) {
+    server.close();
+    throw new GciError("INTERNAL", "cannot get the file descriptor of a listening socket from Node.js");
   }
-}
-
-/**
- * Forwards the host's 127.0.0.1:`port` to the same port on the instance's loopback. The
- * listening socket is made in the host's network namespace by systemd-socket-activate, which
- * waits inside the instance's pid namespace (so it ends with the instance, and a recycled pid
- * can never be entered); at the first connection it becomes, through nsenter into the
- * instance's network namespace as nobody, systemd-socket-proxyd, which connects from there.
- */
-async function startForwarder(
-  tools: HostTools,
-  init: { pid: number },
-  port: number,
-  cwd: string,
-  log: Writable,
-): Promise<HelperProcess> {
-  const target = String(init.pid);
-  const address = `127.0.0.1:${port}`;
-  const pid = await spawnDetached(
-    tools.nsenter,
-    [
-      ...["--target", target, "--pid", "--", tools.socketActivate, "--listen", address, "--"],
-      ...[
-        tools.nsenter,
-        "--target",
-        target,
-        "--net",
-        "--setuid",
-        FORWARDER_USER,
-        "--setgid",
-        FORWARDER_USER,
-        "--",
-      ],
-      ...[tools.socketProxyd, address],
-    ],
-    cwd,
-    log,
-  );
-  const stat = procStat(pid);
-  if (stat === undefined)
-    throw precondition(`the port forwarder for ${address} ended at once; look at output.log`);
-  return { pid, startTime: stat.startTime };
+  return { server, port: (server.address() as net.AddressInfo).port, fd };
 }
 
 interface HostTools {

@@ -34,7 +34,7 @@ export interface InstanceHandle {
   readonly cgroups?: readonly string[];
   /** The uid (and gid) it runs as, its own (process instances; see ./uid), given back when it stops. */
   readonly uid?: number;
-  /** Processes serving it from the host (log writer, port forwarders), ended with it. */
+  /** Processes serving it from outside (its log writer), ended with it. */
   readonly helpers?: readonly { readonly pid: number; readonly startTime: string }[];
 }
 

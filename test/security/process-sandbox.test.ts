@@ -132,6 +132,13 @@ describe("the process sandbox", () => {
             `${ns}: ${fs.readlinkSync(`/proc/self/ns/${ns}`)}`,
           );
         }
+        // The host's listening sockets of its forwarded ports (fds 3, ...) stay with the forwarders.
+        const sockets = fs
+          .readdirSync(`/proc/${entry}/fd`)
+          .filter((fd) => Number(fd) > 2)
+          .map((fd) => `${fd} -> ${fs.readlinkSync(`/proc/${entry}/fd/${fd}`)}`)
+          .filter((link) => link.includes("socket:"));
+        expect(sockets).toEqual([]);
       } finally {
         await driver.stop(handle);
       }
