@@ -14,6 +14,7 @@ import { GciError, invalid, precondition } from "../errors";
 import { loadHandle, saveHandle } from "./handle";
 import {
   checkSpec,
+  endHelpers,
   findOnPath,
   freePort,
   isSameProcess,
@@ -21,6 +22,7 @@ import {
   READY_MARKER,
   signalProcess,
   spawnDetached,
+  startLogCapper,
   tailLines,
   waitForReady,
   waitGone,
@@ -129,7 +131,6 @@ export class QemuDriver implements InstanceDriver {
 
     fs.mkdirSync(spec.runDir, { recursive: true });
     for (const stale of [QMP_SOCKET, PID_FILE]) fs.rmSync(path.join(spec.runDir, stale), { force: true });
-    fs.writeFileSync(path.join(spec.runDir, CONSOLE_LOG), "");
 
     const addresses: Record<string, string> = {};
     const forwards: string[] = [];
@@ -155,7 +156,8 @@ export class QemuDriver implements InstanceDriver {
       ...(disk === undefined
         ? []
         : ["-drive", `file=${qemuValue(disk)},if=virtio,format=${diskFormat(disk)},snapshot=on`]),
-      ...["-chardev", `file,id=console,path=${CONSOLE_LOG}`, "-serial", "chardev:console"],
+      // The console goes to QEMU's stdout, which the log writer caps and rotates (startLogCapper).
+      ...["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"],
       ...["-qmp", `unix:${QMP_SOCKET},server=on,wait=off`, "-pidfile", PID_FILE],
       ...["-nic", ["user", "model=virtio-net-pci", ...forwards].join(",")],
       // A guest that breaks out of the emulator meets a seccomp filter, and no root.
@@ -164,11 +166,14 @@ export class QemuDriver implements InstanceDriver {
     ];
 
     const log = fs.openSync(path.join(spec.runDir, QEMU_LOG), "w");
+    const consoleLog = await startLogCapper(path.join(spec.runDir, CONSOLE_LOG));
     let pid: number;
     try {
-      pid = await spawnDetached(qemu, args, spec.runDir, log);
+      pid = await spawnDetached(qemu, args, spec.runDir, { stdout: consoleLog.input, stderr: log });
     } finally {
       fs.closeSync(log);
+      // QEMU holds the console's input now; the log writer ends after it.
+      consoleLog.input.destroy();
     }
     const stat = procStat(pid);
     if (stat === undefined) {
@@ -185,6 +190,7 @@ export class QemuDriver implements InstanceDriver {
       logFile: path.join(spec.runDir, CONSOLE_LOG),
       runDir: spec.runDir,
       startTime: stat.startTime,
+      helpers: [{ pid: consoleLog.pid, startTime: consoleLog.startTime }],
     };
     saveHandle(handle);
     return handle;
@@ -231,6 +237,7 @@ export class QemuDriver implements InstanceDriver {
         }
       }
     }
+    await endHelpers(handle.helpers ?? [], 5000);
     for (const file of [QMP_SOCKET, PID_FILE]) fs.rmSync(path.join(handle.runDir, file), { force: true });
   }
 }

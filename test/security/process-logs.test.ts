@@ -9,7 +9,11 @@ import * as fs from "fs";
 import * as path from "path";
 import { waitForOperation } from "../../provider/client";
 import { extractImage, packDirectory } from "../../provider/image";
-import { InstanceHandle, ProcessDriver } from "../../provider/vm";
+import { execFileSync } from "child_process";
+import * as os from "os";
+import { InstanceHandle, ProcessDriver, QemuDriver } from "../../provider/vm";
+import { resolveQemu } from "../../provider/vm/qemu";
+import { guestImage } from "../support/guest";
 import { testWorld, until } from "../support/world";
 import { outputOf, processFixture, ProcessFixture, specFor } from "./process-helpers";
 
@@ -101,6 +105,53 @@ describe("capped, rotated logs of process instances", () => {
       await waitForOperation(client, stop, { timeoutMs: 60_000 });
     } finally {
       await world.stop();
+    }
+  }, 180_000);
+});
+
+describe("capped, rotated console logs of QEMU guests", () => {
+  let tmp: string;
+
+  afterAll(() => {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it("keeps a guest printing without end on its console under the cap", async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gci-security-console-"));
+    const imageDir = path.join(tmp, "image");
+    const { manifest } = await extractImage((await guestImage()).file, imageDir);
+    // A second initramfs archive after the image's: its /init replaces the image's, and floods.
+    const overlay = path.join(tmp, "overlay");
+    fs.mkdirSync(overlay);
+    fs.writeFileSync(
+      path.join(overlay, "init"),
+      `#!/bin/sh\n${FLOOD.replace("sleep 60", "while :; do sleep 3600; done")}\n`,
+      { mode: 0o755 },
+    );
+    const cpio = execFileSync("sh", ["-c", "echo init | cpio --quiet -o -H newc -R 0:0 | gzip -n"], {
+      cwd: overlay,
+    });
+    fs.appendFileSync(path.join(imageDir, manifest.initrd!), cpio);
+    const driver = new QemuDriver({ qemu: resolveQemu() });
+    const handle = await driver.start({
+      id: `sec-console-${randomUUID().slice(0, 8)}`,
+      datacenter: "sec-dc",
+      digest: "sha256:flood",
+      imageDir,
+      manifest: { ...manifest, ports: [] },
+      vcpus: 1,
+      memoryMiB: 256,
+      runDir: path.join(tmp, "vm"),
+    });
+    try {
+      await until(() => outputOf(handle).includes("flood-done"), 120_000, "flood-done on the console");
+      const sizes = logSizes(handle);
+      expect(Object.keys(sizes).sort()).toEqual(["console.log", "console.log.1"]);
+      for (const [name, size] of Object.entries(sizes))
+        expect(`${name}: ${size <= CAP_BYTES}`).toBe(`${name}: true`);
+      expect(outputOf(handle)).toContain(`39999 ${"0".repeat(100)}`);
+    } finally {
+      await driver.stop(handle);
     }
   }, 180_000);
 });
