@@ -57,24 +57,26 @@ const FORWARDER_USER = "65534";
 const MAX_PORTS = 7;
 
 /**
- * Runs as PID 1 of the new pid namespace, still in the host's root: builds the instance's root
+ * Runs as PID 1 of the new pid namespace, still in the host's root, in the static busybox's sh
+ * (its mount, mknod, mkdir, ... are applets: no exec each, which keeps starts cheap): builds the
+ * instance's root
  * and starts the entrypoint in it. It stays as the namespace's init, so that SIGTERM reaches the
  * entrypoint (a PID 1 without a handler would ignore it) and its end ends everything in there.
- * Arguments: image rootfs scratch sizeMiB uid busybox proxyd "hostPort...", then
+ * Arguments: image rootfs scratch sizeMiB uid busybox unshare setpriv proxyd "hostPort...", then
  * `env -i NAME=VALUE... /program args`, which the static busybox runs in the instance's root as
  * uid (gid the same, no other groups). Each port is forwarded from the host's 127.0.0.1 to the
  * same port on the instance's loopback: the cluster manager made the listening socket (fd 3 for
  * the first port, 4 for the next, ...) in the host's network namespace; systemd-socket-proxyd,
- * entered into the instance's network namespace as nobody, accepts on it and connects from
- * there. It runs in this pid namespace, so it ends with the instance.
+ * started here as nobody, accepts on it and connects from the instance's network namespace.
+ * It runs in this pid namespace, so it ends with the instance.
  * The init reaps only the entrypoint: orphans of the entrypoint stay zombies until the instance ends.
  */
 const SANDBOX_SCRIPT = `
 set -e
 child="" stopping=""
 trap 'stopping=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM INT
-image=$1 rootfs=$2 scratch=$3 size=$4 uid=$5 busybox=$6 proxyd=$7 ports=$8
-shift 8
+image=$1 rootfs=$2 scratch=$3 size=$4 uid=$5 busybox=$6 unshare=$7 setpriv=$8 proxyd=$9 ports=\${10}
+shift 10
 mount -t tmpfs -o "mode=0755,size=\${size}m" gci-scratch "$scratch"
 mkdir "$scratch/upper" "$scratch/work"
 mount -t overlay -o "nosuid,nodev,lowerdir=$image,upperdir=$scratch/upper,workdir=$scratch/work" gci-root "$rootfs"
@@ -99,17 +101,17 @@ chmod 1777 "$rootfs/tmp"
 : >"$rootfs/${SANDBOX_DIR}/busybox"
 mount --bind "$busybox" "$rootfs/${SANDBOX_DIR}/busybox"
 mount -o remount,bind,ro,nosuid,nodev "$rootfs/${SANDBOX_DIR}/busybox"
-"$busybox" ip link set lo up
+ip link set lo up
 set +e
 # The entrypoint gets none of the listening sockets (fds 3, 4, ...); each forwarder gets its own as fd 3.
 closes="" fd=3
 for port in $ports; do closes="$closes $fd<&-"; fd=$((fd + 1)); done
-eval 'unshare --root="$rootfs" --wd=/ --setgid="$uid" --setuid="$uid" -- "/${SANDBOX_DIR}/busybox" "$@" </dev/null '"$closes"' &'
+eval '"$unshare" --root="$rootfs" --wd=/ --setgid="$uid" --setuid="$uid" -- "/${SANDBOX_DIR}/busybox" "$@" </dev/null '"$closes"' &'
 child=$!
 fd=3
 for port in $ports; do
   sh -c 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"' gci-forward \\
-    nsenter --net="/proc/$GCI_SANDBOX_PID/ns/net" --setuid ${FORWARDER_USER} --setgid ${FORWARDER_USER} -- \\
+    "$setpriv" --reuid=${FORWARDER_USER} --regid=${FORWARDER_USER} --clear-groups --no-new-privs -- \\
     "$proxyd" "127.0.0.1:$port" </dev/null 3<&"$fd" &
   fd=$((fd + 1))
 done
@@ -211,9 +213,16 @@ export class ProcessDriver implements InstanceDriver {
     const args = [
       ...["-c", JOIN_CGROUPS, "gci-cgroups", String(procs.length), ...procs],
       ...[tools.unshare, "--mount", "--pid", "--ipc", "--net", "--fork", "--kill-child"],
-      ...[tools.sh, "-c", SANDBOX_SCRIPT, "gci-sandbox"],
+      ...[tools.busybox, "sh", "-c", SANDBOX_SCRIPT, "gci-sandbox"],
       ...[spec.imageDir, path.join(spec.runDir, "rootfs"), path.join(spec.runDir, "scratch")],
-      ...[String(spec.memoryMiB), String(uid), tools.busybox, tools.socketProxyd],
+      ...[
+        String(spec.memoryMiB),
+        String(uid),
+        tools.busybox,
+        tools.unshare,
+        tools.setpriv,
+        tools.socketProxyd,
+      ],
       ...[Object.values(ports).join(" ")],
       ...entrypointCommand(spec, ports),
     ];
@@ -333,14 +342,10 @@ export class ProcessDriver implements InstanceDriver {
   }
 }
 
-/**
- * Moves this shell into the cgroups named by its arguments ("<n> <procs file>..."), then execs
- * the rest (unshare, which keeps this pid: the sandbox finds its network namespace by it).
- */
+/** Moves this shell into the cgroups named by its arguments ("<n> <procs file>..."), then execs the rest. */
 const JOIN_CGROUPS = `
 n=$1; shift
 while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n - 1)); done
-export GCI_SANDBOX_PID=$$
 exec "$@"
 `;
 
@@ -412,11 +417,10 @@ async function listenOnLoopback(): Promise<{ server: net.Server; port: number; f
 
 interface HostTools {
   readonly unshare: string;
-  readonly nsenter: string;
+  readonly setpriv: string;
   readonly sh: string;
   /** A static busybox (no dynamic loader reads LD_* in it), mounted into each instance's root. */
   readonly busybox: string;
-  readonly socketActivate: string;
   readonly socketProxyd: string;
 }
 
@@ -451,10 +455,9 @@ function hostTools(): HostTools {
   }
   tools = {
     unshare: find("unshare", "util-linux"),
-    nsenter: find("nsenter", "util-linux"),
+    setpriv: find("setpriv", "util-linux"),
     sh: find("sh", "dash"),
     busybox,
-    socketActivate: find("systemd-socket-activate", "systemd"),
     socketProxyd: find("systemd-socket-proxyd", "systemd", ["/lib/systemd", "/usr/lib/systemd"]),
   };
   return tools;
