@@ -43,7 +43,7 @@ import {
   waitGone,
 } from "./host";
 import type { InstanceDriver, InstanceHandle, InstanceSpec } from "./types";
-import { claimUid, releaseUid } from "./uid";
+import { claimUid, releaseUid, UID_BASE } from "./uid";
 
 const OUTPUT_LOG = "output.log";
 const DEFAULT_GRACE_MS = 5000;
@@ -51,23 +51,27 @@ const DEFAULT_GRACE_MS = 5000;
 const STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** Where the static busybox is mounted in the instance's root; an image may not have this path. */
 const SANDBOX_DIR = ".gci";
-/** The user the port forwarders run as, inside the instance's namespaces (not the instance's uid). */
-const FORWARDER_USER = "65534";
+/**
+ * The uid (and gid) of the port forwarders: no instance's (an instance could trace its own
+ * forwarder, which runs outside its root) and not nobody's (QEMU and others run as nobody on the
+ * host); just below the instances' range. Forwarders of different instances never see one
+ * another: each lives in its instance's pid namespace.
+ */
+const FORWARDER_USER = String(UID_BASE - 1);
 /** Ports a process instance may declare (see validate). */
 const MAX_PORTS = 7;
 
 /**
  * Runs as PID 1 of the new pid namespace, still in the host's root, in the static busybox's sh
  * (its mount, mknod, mkdir, ... are applets: no exec each, which keeps starts cheap): builds the
- * instance's root
- * and starts the entrypoint in it. It stays as the namespace's init, so that SIGTERM reaches the
+ * instance's root and starts the entrypoint in it. It stays as the namespace's init, so that SIGTERM reaches the
  * entrypoint (a PID 1 without a handler would ignore it) and its end ends everything in there.
  * Arguments: image rootfs scratch sizeMiB uid busybox unshare setpriv proxyd "hostPort...", then
  * `env -i NAME=VALUE... /program args`, which the static busybox runs in the instance's root as
  * uid (gid the same, no other groups). Each port is forwarded from the host's 127.0.0.1 to the
  * same port on the instance's loopback: the cluster manager made the listening socket (fd 3 for
  * the first port, 4 for the next, ...) in the host's network namespace; systemd-socket-proxyd,
- * started here as nobody, accepts on it and connects from the instance's network namespace.
+ * started here as FORWARDER_USER, accepts on it and connects from the instance's network namespace.
  * It runs in this pid namespace, so it ends with the instance.
  * The init reaps only the entrypoint: orphans of the entrypoint stay zombies until the instance ends.
  */
@@ -202,54 +206,28 @@ export class ProcessDriver implements InstanceDriver {
 
   /** Starts the sandbox as `uid` (it starts the port forwarders) and its log writer; saves the handle. */
   private async launch(spec: InstanceSpec, tools: HostTools, uid: number): Promise<InstanceHandle> {
-    // The host's side of each forwarded port: listening on 127.0.0.1 from here on (no other
-    // program can take the port meanwhile), handed to the sandbox as fds 3, 4, ...
-    const listeners = await Promise.all((spec.manifest.ports ?? []).map(() => listenOnLoopback()));
-    const ports: Record<string, number> = {};
-    (spec.manifest.ports ?? []).forEach((guestPort, i) => (ports[String(guestPort)] = listeners[i].port));
     // Its CPU, memory and process limits: cgroups the first process joins before anything else runs.
     const cgroups = instanceCgroups(spec);
-    const procs = cgroups?.procs ?? [];
-    const args = [
-      ...["-c", JOIN_CGROUPS, "gci-cgroups", String(procs.length), ...procs],
-      ...[tools.unshare, "--mount", "--pid", "--ipc", "--net", "--fork", "--kill-child"],
-      ...[tools.busybox, "sh", "-c", SANDBOX_SCRIPT, "gci-sandbox"],
-      ...[spec.imageDir, path.join(spec.runDir, "rootfs"), path.join(spec.runDir, "scratch")],
-      ...[
-        String(spec.memoryMiB),
-        String(uid),
-        tools.busybox,
-        tools.unshare,
-        tools.setpriv,
-        tools.socketProxyd,
-      ],
-      ...[Object.values(ports).join(" ")],
-      ...entrypointCommand(spec, ports),
-    ];
     const logFile = path.join(spec.runDir, OUTPUT_LOG);
-    let pid: number | undefined;
-    let capper: HelperProcess | undefined;
+    // The host's side of each forwarded port: listening on 127.0.0.1 from here on (no other
+    // program can take the port meanwhile), handed to the sandbox as fds 3, 4, ...
+    const listeners: Listener[] = [];
+    const ports: Record<string, number> = {};
+    let pid: number;
+    let capper: HelperProcess;
     try {
-      const log = await startLogCapper(logFile);
-      capper = log;
-      try {
-        pid = await spawnDetached(
-          tools.sh,
-          args,
-          spec.runDir,
-          log.input,
-          undefined,
-          listeners.map((l) => l.fd),
-        );
-      } finally {
-        // The sandbox holds the log's input now; the capper ends after everything in it.
-        log.input.destroy();
+      for (const guestPort of spec.manifest.ports ?? []) {
+        listeners.push(await listenOnLoopback());
+        ports[String(guestPort)] = listeners[listeners.length - 1].port;
       }
+      const args = sandboxArgs(spec, tools, uid, ports, cgroups);
+      const fds = listeners.map((l) => l.fd);
+      ({ pid, capper } = await spawnSandbox(tools, args, spec.runDir, logFile, fds));
     } catch (e) {
       await this.discard(spec, cgroups);
       throw e;
     } finally {
-      // The sandbox holds the listening sockets now.
+      // The sandbox holds the listening sockets now (or none is needed any more).
       for (const listener of listeners) listener.server.close();
     }
     const stat = procStat(pid);
@@ -376,6 +354,47 @@ function namespaceInit(pid: number): { pid: number; startTime: string } | undefi
   return stat === undefined ? undefined : { pid: child, startTime: stat.startTime };
 }
 
+/** The command line of the sandbox: join the cgroups, unshare, then SANDBOX_SCRIPT with its arguments. */
+function sandboxArgs(
+  spec: InstanceSpec,
+  tools: HostTools,
+  uid: number,
+  ports: Record<string, number>,
+  cgroups: InstanceCgroups | undefined,
+): string[] {
+  const procs = cgroups?.procs ?? [];
+  return [
+    ...["-c", JOIN_CGROUPS, "gci-cgroups", String(procs.length), ...procs],
+    ...[tools.unshare, "--mount", "--pid", "--ipc", "--net", "--fork", "--kill-child"],
+    ...[tools.busybox, "sh", "-c", SANDBOX_SCRIPT, "gci-sandbox"],
+    ...[spec.imageDir, path.join(spec.runDir, "rootfs"), path.join(spec.runDir, "scratch")],
+    ...[String(spec.memoryMiB), String(uid), tools.busybox, tools.unshare, tools.setpriv, tools.socketProxyd],
+    ...[Object.values(ports).join(" ")],
+    ...entrypointCommand(spec, ports),
+  ];
+}
+
+/**
+ * Starts the log writer of `logFile`, then the sandbox (sh with `args`) writing to it, with
+ * `fds` as its fds 3, 4, ...: the pid of the sandbox, and the log writer.
+ */
+async function spawnSandbox(
+  tools: HostTools,
+  args: string[],
+  cwd: string,
+  logFile: string,
+  fds: number[],
+): Promise<{ pid: number; capper: HelperProcess }> {
+  const log = await startLogCapper(logFile);
+  try {
+    const pid = await spawnDetached(tools.sh, args, cwd, log.input, undefined, fds);
+    return { pid, capper: { pid: log.pid, startTime: log.startTime } };
+  } finally {
+    // The sandbox holds the log's input now; the writer ends after everything in it.
+    log.input.destroy();
+  }
+}
+
 /**
  * `env -i NAME=VALUE... /program args` for the static busybox in the instance's root: the
  * entrypoint's whole environment (HOME, the image's env, PATH, then the driver's GCI_* and
@@ -397,7 +416,13 @@ function entrypointCommand(spec: InstanceSpec, ports: Record<string, number>): s
 }
 
 /** A listening socket on the host's 127.0.0.1 at a port the kernel picks, with its file descriptor. */
-async function listenOnLoopback(): Promise<{ server: net.Server; port: number; fd: number }> {
+interface Listener {
+  readonly server: net.Server;
+  readonly port: number;
+  readonly fd: number;
+}
+
+async function listenOnLoopback(): Promise<Listener> {
   const server = net.createServer();
   // Until the sandbox takes it over, nobody knows the port; a connection that came anyway is closed.
   server.on("connection", (socket) => socket.destroy());
