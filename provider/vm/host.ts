@@ -237,6 +237,7 @@ class MarkerWatch {
     try {
       const inode = fs.fstatSync(fd).ino;
       if (this.inode !== undefined && inode !== this.inode) {
+        // The new file goes on where the previous one ended (a line may span both).
         if (this.readRotated()) return true;
         this.offset = 0;
       }
@@ -247,7 +248,10 @@ class MarkerWatch {
     }
   }
 
-  /** The rest of the file read before, now the previous log (if it still is that file). */
+  /**
+   * The previous log: the rest of the file read before, or all of it when the log rotated more
+   * than once since (what went before it is gone).
+   */
   private readRotated(): boolean {
     let fd: number;
     try {
@@ -256,7 +260,11 @@ class MarkerWatch {
       return false;
     }
     try {
-      return fs.fstatSync(fd).ino === this.inode && this.readFrom(fd);
+      if (fs.fstatSync(fd).ino !== this.inode) {
+        this.offset = 0;
+        this.partial = "";
+      }
+      return this.readFrom(fd);
     } finally {
       fs.closeSync(fd);
     }

@@ -71,6 +71,17 @@ describe("capped, rotated logs of process instances", () => {
     }
   }, 90_000);
 
+  it("finds the ready marker printed after the log has rotated", async () => {
+    const script = FLOOD.replace("echo GCI-READY\n", "").replace("echo flood-done", "echo GCI-READY");
+    const handle = await driver.start(specFor(fixture, { script }));
+    try {
+      await driver.waitReady(handle, 60_000);
+      expect(Object.keys(logSizes(handle)).sort()).toEqual(["output.log", "output.log.1"]);
+    } finally {
+      await driver.stop(handle);
+    }
+  }, 90_000);
+
   it("GetVmLogs still returns the newest tail of a cluster manager's instance", async () => {
     const world = await testWorld({ regions: { sec: ["sec-logs-1"] } });
     try {
