@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for everything GCI needs; both README commands run it first.
-#   1. Debian packages: QEMU, a guest kernel, busybox, etcd, jq, python3-grpcio (a gRPC client that is not ours)
+#   1. Debian packages: QEMU, a guest kernel, busybox, etcd, jq, python3-grpcio (a gRPC client that is not ours),
+#      util-linux and systemd (unshare, nsenter and the socket forwarders of the process sandbox)
 #   2. npm dependencies (npm ci, skipped when package-lock.json is unchanged)
 #   3. the Pulumi engine, built from its Go modules into a cache outside the checkout,
 #      keyed by version: $GCI_CACHE (default ~/.cache/gci)/engine-v<version>/bin
@@ -14,7 +15,7 @@ CACHE="${GCI_CACHE:-$HOME/.cache/gci}"
 ENGINE_BIN="$CACHE/engine-v$ENGINE_VERSION/bin"
 GRPCURL_VERSION=1.9.4
 GRPCURL_BIN="$CACHE/grpcurl-v$GRPCURL_VERSION/bin"
-APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio curl etcd-server etcd-client jq python3-grpcio iproute2 procps strace)
+APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio curl etcd-server etcd-client jq python3-grpcio iproute2 procps strace util-linux systemd)
 
 step() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 

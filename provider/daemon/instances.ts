@@ -4,9 +4,10 @@ import * as path from "path";
 import { pipeline } from "stream/promises";
 import type { Catalog, VmGroupRecord, VmRecord, VmState } from "../catalog";
 import { checkDigest, checkVmId } from "../catalog/validate";
-import { dataLoss, notFound } from "../errors";
+import { notFound } from "../errors";
 import { extractImage, ImageStore, Manifest } from "../image";
 import { driverFor, driverForKind, InstanceDriver, InstanceHandle, loadHandle, logPath } from "../vm";
+import { readLogTail } from "../vm/host";
 import { syncTree, writeFileDurably } from "./durable";
 import { failpoint } from "./failpoint";
 import type { Logger } from "./log";
@@ -281,29 +282,9 @@ export class InstanceManager {
   logs(vmId: string, tailBytes: number): string {
     const runDir = this.runDir(vmId);
     const handle = loadHandle(runDir);
-    if (!handle) return "";
-    let fd: number;
-    try {
-      fd = fs.openSync(logPath(runDir, handle.kind), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") return "";
-      if (code === "ELOOP") {
-        throw dataLoss(
-          `${logPath(runDir, handle.kind)} is a symbolic link, not the log GCI wrote: remove it and restart VM ${vmId}`,
-        );
-      }
-      throw e;
-    }
-    try {
-      const size = fs.fstatSync(fd).size;
-      const len = Math.min(size, tailBytes);
-      const buf = Buffer.alloc(len);
-      fs.readSync(fd, buf, 0, len, size - len);
-      return buf.toString("utf8");
-    } finally {
-      fs.closeSync(fd);
-    }
+    // The log GCI writes in the run folder (never a path from the handle), and the file rotated
+    // before it (both drivers cap their logs); a symlink planted there is refused, not followed.
+    return handle ? readLogTail(logPath(runDir, handle.kind), tailBytes) : "";
   }
 
   /**

@@ -1,9 +1,10 @@
 /**
- * CPU and memory limits for process instances, through the host's cgroups: each instance gets
- * a cgroup of its own below the cluster manager's, allowed `vcpus` cores of CPU time per period
- * and `memoryMiB` of memory (what it writes to its tmpfs included; beyond it the kernel's OOM
- * killer ends a process of the instance). Both cgroup v2 (one unified hierarchy) and v1 (the
- * "cpu" and "memory" hierarchies) are handled; where neither can be written (not root, not
+ * CPU, memory and process limits for process instances, through the host's cgroups: each
+ * instance gets a cgroup of its own below the cluster manager's, allowed `vcpus` cores of CPU
+ * time per period, `memoryMiB` of memory (what it writes to its tmpfs included; beyond it the
+ * kernel's OOM killer ends a process of the instance) and PIDS_MAX processes and threads (so a
+ * fork bomb meets its own limit, not the host's). Both cgroup v2 (one unified hierarchy) and v1
+ * (the "cpu", "memory" and "pids" hierarchies) are handled; where neither can be written (not root, not
  * mounted), `cgroupSupport()` says why and instances run without these limits.
  */
 import * as fs from "fs";
@@ -19,11 +20,13 @@ export interface InstanceCgroups {
 
 /** Where instance cgroups go on this host, or why they cannot. */
 export type CgroupSupport =
-  | { readonly version: 1; readonly cpu: string; readonly memory: string }
+  | { readonly version: 1; readonly cpu: string; readonly memory: string; readonly pids: string }
   | { readonly version: 2; readonly root: string }
   | { readonly version: 0; readonly reason: string };
 
 const PERIOD_US = 100_000;
+/** Processes and threads one instance may hold at once: room for a busy server, not for a fork bomb. */
+export const PIDS_MAX = 1024;
 const MOUNTS = "/proc/self/mounts";
 
 let support: CgroupSupport | undefined;
@@ -60,28 +63,32 @@ function probe(): CgroupSupport {
   };
   const cpu = v1("cpu");
   const memory = v1("memory");
-  if (cpu && memory) return writable({ version: 1, cpu, memory }, [cpu, memory]);
+  const pids = v1("pids");
+  if (cpu && memory && pids) return writable({ version: 1, cpu, memory, pids }, [cpu, memory, pids]);
   // v2: one hierarchy; a dedicated child of its root, with the cpu and memory controllers on.
   const unified = mounts.find((m) => m[2] === "cgroup2" && m[1] === "/sys/fs/cgroup");
   if (unified) {
     const root = path.join(unified[1], "gci");
     try {
       const controllers = fs.readFileSync(path.join(unified[1], "cgroup.controllers"), "utf8");
-      if (!/\bcpu\b/.test(controllers) || !/\bmemory\b/.test(controllers)) {
+      if (!["cpu", "memory", "pids"].every((c) => new RegExp(`\\b${c}\\b`).test(controllers))) {
         return {
           version: 0,
-          reason: `cgroup v2 offers no cpu and memory controllers (${controllers.trim()})`,
+          reason: `cgroup v2 offers no cpu, memory and pids controllers (${controllers.trim()})`,
         };
       }
-      fs.writeFileSync(path.join(unified[1], "cgroup.subtree_control"), "+cpu +memory");
+      fs.writeFileSync(path.join(unified[1], "cgroup.subtree_control"), "+cpu +memory +pids");
       fs.mkdirSync(root, { recursive: true });
-      fs.writeFileSync(path.join(root, "cgroup.subtree_control"), "+cpu +memory");
+      fs.writeFileSync(path.join(root, "cgroup.subtree_control"), "+cpu +memory +pids");
     } catch (e) {
       return { version: 0, reason: `cannot enable cgroup v2 controllers (${(e as Error).message})` };
     }
     return writable({ version: 2, root }, [root]);
   }
-  return { version: 0, reason: "no cgroup hierarchy with the cpu and memory controllers is mounted" };
+  return {
+    version: 0,
+    reason: "no cgroup hierarchies with the cpu, memory and pids controllers are mounted",
+  };
 }
 
 function writable(found: CgroupSupport, parents: string[]): CgroupSupport {
@@ -119,12 +126,15 @@ export function createInstanceCgroups(
         "cpu.cfs_quota_us": quota,
       });
       const memory = make(path.join(found.memory, id), { "memory.limit_in_bytes": bytes });
-      return { dirs: [cpu, memory], procs: [cpu, memory].map((d) => path.join(d, "cgroup.procs")) };
+      const pids = make(path.join(found.pids, id), { "pids.max": String(PIDS_MAX) });
+      const dirs = [cpu, memory, pids];
+      return { dirs, procs: dirs.map((d) => path.join(d, "cgroup.procs")) };
     }
     case 2: {
       const dir = make(path.join(found.root, id), {
         "cpu.max": `${quota} ${PERIOD_US}`,
         "memory.max": bytes,
+        "pids.max": String(PIDS_MAX),
       });
       return { dirs: [dir], procs: [path.join(dir, "cgroup.procs")] };
     }

@@ -98,5 +98,28 @@ function handleProblem(value: unknown): string | undefined {
   ) {
     return `"cgroups" is not a list of directories under /sys/fs/cgroup`;
   }
+  if (v.uid !== undefined && !(typeof v.uid === "number" && Number.isInteger(v.uid) && v.uid > 0)) {
+    return `"uid" is not a user id`;
+  }
+  return helpersProblem(v.helpers);
+}
+
+/** Processes the driver signals when the instance stops: each a pid with its start time. */
+function helpersProblem(helpers: unknown): string | undefined {
+  if (helpers === undefined) return undefined;
+  const valid = (h: unknown): boolean => {
+    const p = h as Record<string, unknown> | null;
+    return (
+      typeof p === "object" &&
+      p !== null &&
+      typeof p.pid === "number" &&
+      Number.isInteger(p.pid) &&
+      p.pid > 1 &&
+      typeof p.startTime === "string"
+    );
+  };
+  if (!Array.isArray(helpers) || !helpers.every(valid)) {
+    return `"helpers" is not a list of {pid, startTime}`;
+  }
   return undefined;
 }

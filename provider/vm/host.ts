@@ -4,12 +4,13 @@
  * @internal
  */
 
-import { spawn } from "child_process";
+import { spawn, StdioOptions } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
 import * as net from "net";
 import * as path from "path";
-import { GciError, invalid, precondition } from "../errors";
+import type { Writable } from "stream";
+import { dataLoss, GciError, invalid, precondition } from "../errors";
 import type { InstanceHandle, InstanceSpec } from "./types";
 
 /** The line an instance prints (console or stdout) once its service is up. */
@@ -97,34 +98,135 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** The last `count` lines of a log file (reads at most its last 16 KiB). */
+/** The last `count` lines of a log file and the one rotated before it (reads at most 16 KiB). */
 export function tailLines(file: string, count: number): string[] {
+  return readLogTail(file, 16 * 1024)
+    .split(/\r?\n/)
+    .map((line) => line.replace(/\r/g, "").trimEnd())
+    .filter((line) => line.length > 0)
+    .slice(-count);
+}
+
+/**
+ * The newest `bytes` of an instance's log: the end of the previous file (`<file>.1`, see
+ * startLogCapper) followed by the current one, so a rotation just made does not empty the tail.
+ */
+export function readLogTail(file: string, bytes: number): string {
+  const current = readFileTail(file, bytes);
+  const previous =
+    current.length < bytes
+      ? readFileTail(`${file}${PREVIOUS_LOG_SUFFIX}`, bytes - current.length)
+      : undefined;
+  return Buffer.concat([previous ?? Buffer.alloc(0), current]).toString("utf8");
+}
+
+/** The last `bytes` of a file; empty when it does not exist; DATA_LOSS when it is a symlink. */
+function readFileTail(file: string, bytes: number): Buffer {
   let fd: number;
   try {
-    fd = fs.openSync(file, "r");
-  } catch {
-    return [];
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return Buffer.alloc(0);
+    if (code === "ELOOP") {
+      throw dataLoss(`${file} is a symbolic link, not the log GCI wrote: remove it and restart the instance`);
+    }
+    throw e;
   }
   try {
     const size = fs.fstatSync(fd).size;
-    const length = Math.min(size, 16 * 1024);
+    const length = Math.min(size, bytes);
     const buffer = Buffer.alloc(length);
-    fs.readSync(fd, buffer, 0, length, size - length);
-    return buffer
-      .toString("utf8")
-      .split(/\r?\n/)
-      .map((line) => line.replace(/\r/g, "").trimEnd())
-      .filter((line) => line.length > 0)
-      .slice(-count);
+    const n = fs.readSync(fd, buffer, 0, length, size - length);
+    return buffer.subarray(0, n);
   } finally {
     fs.closeSync(fd);
   }
 }
 
-/** Reads a growing log file from where the last read stopped, and finds the ready marker in it. */
+/** Where a log's previous file goes when the current one reaches LOG_CAP_BYTES. */
+export const PREVIOUS_LOG_SUFFIX = ".1";
+/** The most an instance's log file holds; one previous file is kept, so a log takes at most twice this. */
+export const LOG_CAP_BYTES = 1024 * 1024;
+
+/**
+ * Copies its input to `logFile`, and when the file reaches LOG_CAP_BYTES keeps it as
+ * `<logFile>.1` (replacing the one before) and goes on in a new, empty file: a log never takes
+ * more than twice the cap. GNU head reads no more than it writes, so no byte is lost at a
+ * rotation (stdbuf makes it write each read at once, not when its buffer fills); the current
+ * file is replaced by a rename, so it never is missing. Ends at the end
+ * of its input, i.e. once every process that writes to it has ended.
+ */
+const LOG_CAPPER = `
+log=$1 cap=$2
+while :; do
+  stdbuf -o0 head -c "$cap" >>"$log" || exit 1
+  [ "$(stat -c %s "$log")" -ge "$cap" ] || exit 0
+  ln -f "$log" "$log${PREVIOUS_LOG_SUFFIX}" && : >"$log.next" && mv -f "$log.next" "$log" || exit 1
+done
+`;
+
+/** A process that serves an instance from outside it (log capper, port forwarder). */
+export interface HelperProcess {
+  readonly pid: number;
+  readonly startTime: string;
+}
+
+/**
+ * Starts the log capper of `logFile` (emptied first), detached, so it outlives a cluster
+ * manager that restarts. Give `input` to the instance's processes as stdout and stderr, then
+ * destroy it: the capper ends when the last of them has.
+ */
+export async function startLogCapper(logFile: string): Promise<HelperProcess & { input: Writable }> {
+  fs.writeFileSync(logFile, "");
+  for (const stale of [`${logFile}${PREVIOUS_LOG_SUFFIX}`, `${logFile}.next`])
+    fs.rmSync(stale, { force: true });
+  const child = spawn("sh", ["-c", LOG_CAPPER, "gci-log", logFile, String(LOG_CAP_BYTES)], {
+    cwd: path.dirname(logFile),
+    env: HOST_TOOL_ENV,
+    detached: true,
+    stdio: ["pipe", "ignore", "ignore"],
+  });
+  const pid = await new Promise<number>((resolve, reject) => {
+    child.once("error", (e) =>
+      reject(precondition(`cannot start the log writer of ${logFile}: ${e.message}`)),
+    );
+    child.once("spawn", () => resolve(child.pid!));
+  });
+  child.unref();
+  const stat = procStat(pid);
+  if (stat === undefined) throw precondition(`the log writer of ${logFile} ended at once`);
+  return { pid, startTime: stat.startTime, input: child.stdin! };
+}
+
+/**
+ * Waits (at most `timeoutMs`) for an instance's helpers to end by themselves — they do once
+ * the instance has — then sends SIGKILL to those left.
+ */
+export async function endHelpers(helpers: readonly HelperProcess[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const left = () => helpers.filter((h) => isSameProcess(h.pid, h.startTime));
+  while (left().length > 0 && Date.now() < deadline) await sleep(10);
+  for (const helper of left()) signalProcess(helper.pid, "SIGKILL");
+}
+
+/**
+ * The whole environment of the tools the drivers run as root on the host (sh, unshare, mount,
+ * QEMU before -runas, ...): fixed here, never taken from an image or from the caller.
+ */
+export const HOST_TOOL_ENV: NodeJS.ProcessEnv = Object.freeze({
+  PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+  LC_ALL: "C",
+});
+
+/**
+ * Reads a growing log file from where the last read stopped, and finds the ready marker in
+ * it. When the file was rotated (another inode), the rest of the old one is read first.
+ */
 class MarkerWatch {
   private offset = 0;
   private partial = "";
+  private inode: number | undefined;
 
   constructor(private readonly file: string) {}
 
@@ -137,17 +239,50 @@ class MarkerWatch {
       return false;
     }
     try {
-      const buffer = Buffer.alloc(64 * 1024);
-      for (;;) {
-        const n = fs.readSync(fd, buffer, 0, buffer.length, this.offset);
-        if (n === 0) return false;
-        this.offset += n;
-        const lines = (this.partial + buffer.toString("latin1", 0, n)).split("\n");
-        this.partial = lines.pop() ?? "";
-        if (lines.some((line) => line.replace(/\r/g, "").trim() === READY_MARKER)) return true;
+      const inode = fs.fstatSync(fd).ino;
+      if (this.inode !== undefined && inode !== this.inode) {
+        // The new file goes on where the previous one ended (a line may span both).
+        if (this.readRotated()) return true;
+        this.offset = 0;
       }
+      this.inode = inode;
+      return this.readFrom(fd);
     } finally {
       fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * The previous log: the rest of the file read before, or all of it when the log rotated more
+   * than once since (what went before it is gone).
+   */
+  private readRotated(): boolean {
+    let fd: number;
+    try {
+      fd = fs.openSync(`${this.file}${PREVIOUS_LOG_SUFFIX}`, "r");
+    } catch {
+      return false;
+    }
+    try {
+      if (fs.fstatSync(fd).ino !== this.inode) {
+        this.offset = 0;
+        this.partial = "";
+      }
+      return this.readFrom(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  private readFrom(fd: number): boolean {
+    const buffer = Buffer.alloc(64 * 1024);
+    for (;;) {
+      const n = fs.readSync(fd, buffer, 0, buffer.length, this.offset);
+      if (n === 0) return false;
+      this.offset += n;
+      const lines = (this.partial + buffer.toString("latin1", 0, n)).split("\n");
+      this.partial = lines.pop() ?? "";
+      if (lines.some((line) => line.replace(/\r/g, "").trim() === READY_MARKER)) return true;
     }
   }
 }
@@ -285,16 +420,28 @@ export function findOnPath(name: string): string | undefined {
   return undefined;
 }
 
-/** Starts `command` in its own process group with stdout and stderr to `logFd`; resolves with its pid. */
+/** Where a spawned process writes: one file descriptor or stream for both outputs, or one each. */
+export type Output =
+  number | Writable | { readonly stdout: number | Writable; readonly stderr: number | Writable };
+
+/**
+ * Starts `command` in its own process group with stdout and stderr to `output` (and `extraFds`
+ * of this process as its fds 3, 4, ...); resolves with its pid. Its environment is HOST_TOOL_ENV
+ * unless `env` is given.
+ */
 export function spawnDetached(
   command: string,
   args: readonly string[],
   cwd: string,
-  logFd: number,
-  env: NodeJS.ProcessEnv = process.env,
+  output: Output,
+  env: NodeJS.ProcessEnv = HOST_TOOL_ENV,
+  extraFds: readonly number[] = [],
 ): Promise<number> {
+  const [stdout, stderr] =
+    typeof output === "object" && "stdout" in output ? [output.stdout, output.stderr] : [output, output];
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, env, detached: true, stdio: ["ignore", logFd, logFd] });
+    const stdio: StdioOptions = ["ignore", stdout, stderr, ...extraFds];
+    const child = spawn(command, args, { cwd, env, detached: true, stdio });
     child.once("error", (e) =>
       reject(precondition(`cannot run ${command}: ${e.message}; check that it is installed and executable`)),
     );

@@ -17,6 +17,7 @@ import { GciError, invalid, precondition } from "../errors";
 import { loadHandle, LOG_FILE, saveHandle } from "./handle";
 import {
   checkSpec,
+  endHelpers,
   findOnPath,
   freePort,
   isSameProcess,
@@ -24,6 +25,7 @@ import {
   READY_MARKER,
   signalProcess,
   spawnDetached,
+  startLogCapper,
   tailLines,
   waitForReady,
   waitGone,
@@ -140,7 +142,6 @@ export class QemuDriver implements InstanceDriver {
     fs.mkdirSync(spec.runDir, { recursive: true });
     for (const stale of [QMP_SOCKET, PID_FILE, DISK_OVERLAY])
       fs.rmSync(path.join(spec.runDir, stale), { force: true });
-    fs.writeFileSync(path.join(spec.runDir, CONSOLE_LOG), "");
 
     const addresses: Record<string, string> = {};
     const forwards: string[] = [];
@@ -164,7 +165,8 @@ export class QemuDriver implements InstanceDriver {
       ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
       ...["-kernel", kernel, "-initrd", initrd, "-append", cmdline],
       ...(disk === undefined ? [] : await diskArgs(disk, spec.runDir)),
-      ...["-chardev", `file,id=console,path=${CONSOLE_LOG}`, "-serial", "chardev:console"],
+      // The console goes to QEMU's stdout, which the log writer caps and rotates (startLogCapper).
+      ...["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"],
       ...["-qmp", `unix:${QMP_SOCKET},server=on,wait=off`, "-pidfile", PID_FILE],
       // restrict=on: the guest reaches nothing but what is forwarded to it; without it,
       // 10.0.2.2 is the host's 127.0.0.1, where every cluster manager listens.
@@ -173,14 +175,17 @@ export class QemuDriver implements InstanceDriver {
     ];
 
     const log = fs.openSync(path.join(spec.runDir, QEMU_LOG), "w");
+    const consoleLog = await startLogCapper(path.join(spec.runDir, CONSOLE_LOG));
     let pid: number;
     try {
-      pid = await spawnDetached(qemu, args, spec.runDir, log);
+      pid = await spawnDetached(qemu, args, spec.runDir, { stdout: consoleLog.input, stderr: log });
     } catch (e) {
       releaseQemuUid(spec.runDir);
       throw e;
     } finally {
       fs.closeSync(log);
+      // QEMU holds the console's input now; the log writer ends after it.
+      consoleLog.input.destroy();
     }
     const stat = procStat(pid);
     if (stat === undefined) {
@@ -198,6 +203,7 @@ export class QemuDriver implements InstanceDriver {
       logFile: path.join(spec.runDir, CONSOLE_LOG),
       runDir: spec.runDir,
       startTime: stat.startTime,
+      helpers: [{ pid: consoleLog.pid, startTime: consoleLog.startTime }],
     };
     saveHandle(handle);
     return handle;
@@ -244,6 +250,7 @@ export class QemuDriver implements InstanceDriver {
         }
       }
     }
+    await endHelpers(handle.helpers ?? [], 5000);
     for (const file of [QMP_SOCKET, PID_FILE, DISK_OVERLAY]) {
       fs.rmSync(path.join(handle.runDir, file), { force: true });
     }

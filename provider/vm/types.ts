@@ -30,8 +30,12 @@ export interface InstanceHandle {
   readonly runDir: string;
   /** Process start time (from /proc/<pid>/stat), so a recycled pid is not mistaken for the instance. */
   readonly startTime: string;
-  /** The cgroup directories holding its CPU and memory limits (process instances), removed when it ends. */
+  /** The cgroup directories holding its CPU, memory and process limits (process instances), removed when it ends. */
   readonly cgroups?: readonly string[];
+  /** The uid (and gid) it runs as, its own (process instances; see ./uid), given back when it stops. */
+  readonly uid?: number;
+  /** Processes serving it from outside (its log writer), ended with it. */
+  readonly helpers?: readonly { readonly pid: number; readonly startTime: string }[];
 }
 
 /** Runs instances of one kind. Instances outlive the cluster manager that started them. */

@@ -105,7 +105,7 @@ describe("ProcessDriver", () => {
     expect(strays).toEqual([]);
   }, 170_000);
 
-  it("sandboxes an instance (own pid namespace, uid nobody) and kills it whole when its supervisor dies", async () => {
+  it("sandboxes an instance (own pid namespace, own uid) and kills it whole when its supervisor dies", async () => {
     const spec = specFor(`proc-${randomBytes(3).toString("hex")}`);
     const handle = await driver.start(spec);
     try {
@@ -115,7 +115,9 @@ describe("ProcessDriver", () => {
       expect(fs.readlinkSync(`/proc/${entrypoint}/ns/pid`)).not.toBe(fs.readlinkSync("/proc/self/ns/pid"));
       expect(fs.readlinkSync(`/proc/${entrypoint}/ns/mnt`)).not.toBe(fs.readlinkSync("/proc/self/ns/mnt"));
       expect(status(init, "NSpid").split(/\s+/).pop()).toBe("1");
-      expect(status(entrypoint, "Uid").split(/\s+/)).toEqual(["65534", "65534", "65534", "65534"]);
+      // A uid of its own (see test/security/process-sandbox.test.ts), not root.
+      expect(status(entrypoint, "Uid").split(/\s+/)).toEqual(Array(4).fill(String(handle.uid)));
+      expect(handle.uid).toBeGreaterThan(0);
       expect(status(entrypoint, "CapEff")).toBe("0000000000000000");
       // The image stays as it was: the instance's root is an overlay in its own mount namespace.
       expect(fs.readdirSync(path.join(spec.runDir, "rootfs"))).toEqual([]);
