@@ -55,7 +55,7 @@ export const CORPUS: Readonly<Record<string, string>> = {
 export const OVER_UPLOAD_MAX = {
   file: "over-upload-max.tar",
   maxUploadBytes: 1024 * 1024,
-  message: "larger than its maximum of 1048576 bytes (--max-upload-bytes)",
+  message: "larger than its maximum of 1048576 bytes (--max-upload-bytes",
 } as const;
 
 /** Corpus archives over 100 KiB: each must be, to reach the limit it tests. */
