@@ -4,18 +4,21 @@ import { tmpdir } from "os";
 import { join } from "path";
 import { PassThrough } from "stream";
 import { MAX_CONCURRENT_UPLOADS } from "../../provider/daemon/server";
-import { STREAM_IDLE_MS } from "../../provider/daemon/transfer";
+import { STREAM_IDLE_MS, STREAM_MIN_RATE } from "../../provider/daemon/transfer";
 import { packDirectory } from "../../provider/image";
 import { QEMU_MANIFEST, failure, makeImageDir } from "../unit/image/helpers";
 import { testWorld, type TestWorld } from "../support/world";
 
 /**
  * Uploads that hold a cluster manager without finishing: one that stops sending is cut off
- * after the idle limit; uploads beyond the concurrent maximum are refused at once.
+ * after the idle limit, one that trickles once under the minimum rate; uploads beyond the
+ * concurrent maximum are refused at once.
  */
 
 /** How long the test waits for the cluster manager to end an upload: the idle limit, with margin. */
 const ENDED_WITHIN_MS = STREAM_IDLE_MS + 20_000;
+/** Writes of the trickling upload, 2 s apart: past its first minute, with margin. */
+const TRICKLE_STEPS = 45;
 
 describe("uploads that do not finish", () => {
   let world: TestWorld;
@@ -69,6 +72,25 @@ describe("uploads that do not finish", () => {
       expect(e.message).toContain(`sent nothing for ${STREAM_IDLE_MS / 1000} s`);
     },
     ENDED_WITHIN_MS + 10_000,
+  );
+
+  test(
+    "an upload that trickles is ended once it falls under the minimum rate",
+    async () => {
+      const { source, result } = stalledUpload();
+      // 1 KiB every 2 s keeps it under the idle limit, far under 256 KiB/s: ended after its first minute.
+      let outcome: unknown = "still running";
+      for (let i = 0; i < TRICKLE_STEPS && outcome === "still running"; i++) {
+        source.write(archive.subarray(16 * 1024 + i * 1024, 16 * 1024 + (i + 1) * 1024));
+        outcome = await firstSettled([result], 2_000);
+      }
+      source.destroy(new Error("test over"));
+      expect(outcome).not.toBe("still running");
+      const e = await failure(result);
+      expect(e.code).toBe("DEADLINE_EXCEEDED");
+      expect(e.message).toContain(`slower than the minimum of ${STREAM_MIN_RATE / 1024} KiB/s`);
+    },
+    TRICKLE_STEPS * 2_000 + 10_000,
   );
 
   test(`uploads beyond ${MAX_CONCURRENT_UPLOADS} at once are refused, naming the limit`, async () => {
