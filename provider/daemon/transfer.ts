@@ -146,7 +146,9 @@ export async function transmit(
     call.end();
   } catch (e) {
     log.warn("transmit.failed", { requestId: req.request_id, digest: req.digest, error: String(e) });
-    call.destroy(Object.assign(new Error(toStatus(e).details), toStatus(e)));
+    // An 'error' event is how grpc-js sends a status on a server stream; destroy() would drop it,
+    // and the receiver would wait for the status forever.
+    call.emit("error", Object.assign(new Error(toStatus(e).details), toStatus(e)));
   }
 }
 
@@ -228,16 +230,23 @@ async function openDataSocket(
   }
 }
 
+/** Resolves when the socket takes data again; rejects with why it closed (an error it was destroyed with). */
 function drained(socket: net.Socket): Promise<void> {
   return new Promise((resolve, reject) => {
+    let failure: Error | undefined;
     const done = (e?: Error) => {
       socket.off("drain", done);
+      socket.off("error", failed);
       socket.off("close", closed);
       if (e) reject(e);
       else resolve();
     };
-    const closed = () => done(unavailable("the receiver closed the data socket"));
+    const failed = (e: Error) => {
+      failure = e;
+    };
+    const closed = () => done(failure ?? unavailable("the receiver closed the data socket"));
     socket.once("drain", done);
+    socket.once("error", failed);
     socket.once("close", closed);
   });
 }

@@ -5,9 +5,10 @@ import * as net from "net";
 import { tmpdir } from "os";
 import { join } from "path";
 import { packDirectory } from "../../provider/image";
+import { STREAM_IDLE_MS } from "../../provider/daemon/transfer";
 import { MAX_CONCURRENT_STREAMS } from "../../provider/rpc/proto";
 import { QEMU_MANIFEST, makeImageDir } from "../unit/image/helpers";
-import { testWorld, type TestWorld } from "../support/world";
+import { makeImage, testWorld, type TestWorld } from "../support/world";
 
 /**
  * What a caller can hold open on a real cluster manager: a data-socket connection that never
@@ -71,6 +72,49 @@ describe("connections a caller holds open", () => {
     console.log(JSON.stringify({ silentDataSocketClosedAfterMs: closedAfter }));
     expect(closedAfter).not.toBe("still open");
   });
+
+  test("a receiver that stops reading its data socket is cut off after the idle limit", async () => {
+    // Large enough to fill the socket buffers between the two ends.
+    const big = await makeImage(tmp, { name: "big", sizeMiB: 48 });
+    await world
+      .client("us-1")
+      .uploadImage(createReadStream(big.file), { request_id: randomUUID(), name: "big" });
+    const stream = world.client("us-1").transmitImage({
+      digest: big.digest,
+      held_chunks: [],
+      receiver: "test",
+      request_id: randomUUID(),
+      data_socket: true,
+    });
+    const ended = new Promise<Error | "ended">((resolve) => {
+      stream.on("error", (e) => resolve(e));
+      stream.on("end", () => resolve("ended"));
+    });
+    let conn: net.Socket | undefined;
+    stream.on("data", (msg: { data_socket?: { address: string; token: string } | null }) => {
+      if (!msg.data_socket) return;
+      const colon = msg.data_socket.address.lastIndexOf(":");
+      conn = net.connect({
+        host: msg.data_socket.address.slice(0, colon),
+        port: Number(msg.data_socket.address.slice(colon + 1)),
+      });
+      conn.on("error", () => undefined); // the sender's reset is what this test waits for
+      conn.write(msg.data_socket.token);
+      conn.pause(); // and never read
+    });
+    let timer!: NodeJS.Timeout;
+    const outcome = await Promise.race([
+      ended,
+      new Promise<"still sending">((resolve) => (timer = setTimeout(() => resolve("still sending"), 40_000))),
+    ]);
+    clearTimeout(timer);
+    conn?.destroy();
+    stream.cancel();
+    expect(outcome).toBeInstanceOf(Error);
+    expect((outcome as Error).message).toContain(
+      `the receiver read nothing from the data socket for ${STREAM_IDLE_MS / 1000} s`,
+    );
+  }, 60_000);
 
   test(`the gRPC server allows ${MAX_CONCURRENT_STREAMS} concurrent streams per connection`, async () => {
     const session = http2.connect(`http://${world.dc("us-1").endpoint}`);
