@@ -17,6 +17,12 @@ export const MAX_PATH_BYTES = 4096;
 export const MAX_PATHS = 1_000_000;
 /** Bytes of entry paths and link targets one archive may have in all; bounds the work of checking them. */
 export const MAX_TOTAL_PATH_BYTES = 64 * 1024 * 1024;
+/**
+ * Path components one archive's symlink resolution may walk in all (each link's target counts
+ * each time a path passes through it). Bounds that synchronous pass; a root file system with
+ * tens of thousands of links walks a few hundred thousand.
+ */
+export const MAX_LINK_WALK = 4_000_000;
 /** Links followed while resolving one path before it is called a loop (Linux's limit). */
 const MAX_LINK_HOPS = 40;
 
@@ -84,6 +90,8 @@ export class ImageTree {
   /** Path by id, for symlinks only (the chain check resolves each once the archive is known). */
   private readonly symlinks = new Map<number, string>();
   private pathBytes = 0;
+  /** Components resolve() has walked so far, over all its calls. */
+  private walked = 0;
 
   /** @param fix how to repair the input, appended to every message (differs for reading and packing). */
   constructor(private readonly fix: string = HOW_TO_REPACK) {}
@@ -124,6 +132,7 @@ export class ImageTree {
     let hops = 0;
     while (pending.length > 0) {
       const part = pending.pop() as string;
+      this.countWalk(path);
       if (part === "" || part === ".") continue;
       if (part === "..") {
         if (names.length === 0) return { kind: "escapes" };
@@ -243,6 +252,16 @@ export class ImageTree {
       );
     }
     return this.table.add(parent, name);
+  }
+
+  /** Symlink resolution, over the whole archive, walks at most MAX_LINK_WALK components. */
+  private countWalk(path: string): void {
+    if (++this.walked <= MAX_LINK_WALK) return;
+    throw invalid(
+      `resolving the archive's symlinks walks more than ${MAX_LINK_WALK} path components (at ${show(path, 80)}), ` +
+        `the limit that bounds the work of checking an image: use shorter link targets and fewer links ` +
+        `in a row.`,
+    );
   }
 
   /** Entry paths and link targets together stay within MAX_TOTAL_PATH_BYTES. */
