@@ -345,8 +345,10 @@ class DiskHeads {
       if (!judged) {
         head.push(piece);
         size += piece.length;
-        // Not a qcow2 (QEMU attaches it raw), or the whole header is here: judge it, keep nothing.
-        if (size >= DISK_HEADER_BYTES || (size >= 4 && !isQcow2(Buffer.concat(head)))) {
+        // The magic decides once 4 bytes are here (anything else QEMU attaches raw); a qcow2 is
+        // judged on its whole header. Nothing is kept after that.
+        const rawDisk = size >= 4 && size - piece.length < 4 && !isQcow2(Buffer.concat(head));
+        if (rawDisk || size >= DISK_HEADER_BYTES) {
           this.judge(path, disk, Buffer.concat(head));
           judged = true;
           head.length = 0;
