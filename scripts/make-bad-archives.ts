@@ -7,7 +7,9 @@
  *   npx tsx scripts/make-bad-archives.ts
  */
 
-import { mkdirSync, writeFileSync } from "fs";
+import { execFileSync } from "child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "fs";
+import { tmpdir } from "os";
 import { join } from "path";
 import * as tar from "tar-stream";
 
@@ -40,6 +42,49 @@ const INITRD: Spec = { name: "boot/initrd.img", body: "initramfs placeholder\n" 
 // Long enough that a cut in its middle lands inside its data.
 const KERNEL: Spec = { name: "boot/vmlinuz", body: Buffer.alloc(4096, "k") };
 const GOOD: Spec[] = [manifest(), INITRD, KERNEL];
+
+/**
+ * The path bomb: entries whose 3,999-byte paths share no prefix ("<n>/a/a/…/a"), so each one
+ * implies 1,999 new directories. Before the image reader bounded the paths it tracks, each
+ * entry (5 KiB here) cost it about 4 MiB of heap; 520 of them pass its limit of 1,000,000
+ * paths (entries and the directories they imply) at entry #501.
+ */
+function pathBomb(): Spec[] {
+  const deep = "/a".repeat(1998);
+  return Array.from({ length: 520 }, (_, n) => ({ name: `${String(n).padStart(3, "0")}${deep}`, body: "" }));
+}
+
+/**
+ * A qcow2 disk whose header names a backing file, written by qemu-img itself (deterministic:
+ * the same arguments give the same 1,792 bytes). The backing file is never opened (-u); the
+ * name is a path no test creates, never a real secret.
+ */
+function qcow2WithBacking(backing: string): Buffer {
+  const dir = mkdtempSync(join(tmpdir(), "gci-bad-qcow2-"));
+  try {
+    const file = join(dir, "disk.qcow2");
+    execFileSync(
+      "qemu-img",
+      ["create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-u", "-b", backing].concat([
+        "-F",
+        "raw",
+        file,
+        "1M",
+      ]),
+    );
+    return readFileSync(file);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const CANARY = "/tmp/gci-bad-archive-canary.raw";
+const withDisk = (disk: Buffer): Spec[] => [
+  manifest({ ...MANIFEST, disk: "disk.qcow2" }),
+  INITRD,
+  KERNEL,
+  { name: "disk.qcow2", body: disk },
+];
 
 /** Writes the entries with tar-stream, exactly as given (no normalization, mtime 0). */
 async function build(entries: readonly Spec[]): Promise<Buffer> {
@@ -126,6 +171,21 @@ async function main(): Promise<void> {
     "manifest-wrong-type.tar": await build([manifest({ ...MANIFEST, ports: ["80"] }), INITRD, KERNEL]),
     "manifest-unknown-field.tar": await build([manifest({ ...MANIFEST, memory: 512 }), INITRD, KERNEL]),
     "kernel-absent.tar": await build([manifest(), INITRD]),
+    "path-bomb.tar": await build([...GOOD, ...pathBomb()]),
+    "qcow2-backing-file.tar": await build(withDisk(qcow2WithBacking(CANARY))),
+    "qcow2-backing-json.tar": await build(
+      withDisk(qcow2WithBacking(`json:${JSON.stringify({ file: { driver: "file", filename: CANARY } })}`)),
+    ),
+    "manifest-ld-preload.tar": await build([
+      manifest({ ...MANIFEST, env: { LD_PRELOAD: "/tmp/gci-bad-archive-canary.so" } }),
+      INITRD,
+      KERNEL,
+    ]),
+    // A good image, only larger than the 1 MiB --max-upload-bytes its test gives the cluster manager.
+    "over-upload-max.tar": await build([
+      ...GOOD,
+      { name: "padding.bin", body: Buffer.alloc(1100 * 1024, "p") },
+    ]),
   };
   mkdirSync(OUT, { recursive: true });
   for (const [name, bytes] of Object.entries(corpus)) {

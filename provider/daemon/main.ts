@@ -1,6 +1,6 @@
 import * as fs from "fs";
 import { Command } from "commander";
-import { ClusterManager } from "./server";
+import { ClusterManager, DEFAULT_MAX_UPLOAD_BYTES } from "./server";
 
 /**
  * The cluster-manager process: `node dist/provider/daemon/main.js --datacenter us-1 ...`.
@@ -18,6 +18,11 @@ export async function main(argv: string[]): Promise<void> {
     .option("--vcpus <n>", "vCPUs the datacenter can run at once")
     .option("--memory-mib <n>", "memory the datacenter can run at once, MiB")
     .option("--max-transfer-rate <bytes>", "cap on outgoing transfers, bytes/s (0 = none)", "0")
+    .option(
+      "--max-upload-bytes <bytes>",
+      "largest image archive this datacenter accepts, by upload or transfer",
+      String(DEFAULT_MAX_UPLOAD_BYTES),
+    )
     .option("--ready-file <path>", "write {endpoint, pid} here once serving")
     .parse(argv)
     .opts();
@@ -32,6 +37,7 @@ export async function main(argv: string[]): Promise<void> {
       ? { vcpus: Number(opts.vcpus), memoryMiB: Number(opts.memoryMib ?? 32768) }
       : undefined,
     maxTransferRate: Number(opts.maxTransferRate),
+    maxUploadBytes: Number(opts.maxUploadBytes),
   });
   const endpoint = await cm.start();
   if (opts.readyFile) {

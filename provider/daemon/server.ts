@@ -1,5 +1,4 @@
 import * as path from "path";
-import { PassThrough } from "stream";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
@@ -17,9 +16,9 @@ import type { Vm__Output } from "../../schema/gen/gci/v1/Vm";
 import { Catalog, DatacenterRecord, openCatalog, VmGroupRecord, VmRecord } from "../catalog";
 import { checkDigest, checkId, checkVmId } from "../catalog/validate";
 import { ClusterClient } from "../client";
-import { GciError, invalid, notFound, precondition, unavailable } from "../errors";
-import { ImageStore } from "../image";
-import { CHANNEL_OPTIONS, loadApi, loadHealthDefinition } from "../rpc/proto";
+import { exhausted, GciError, invalid, notFound, precondition, unavailable } from "../errors";
+import { type ImageEntry, ImageStore } from "../image";
+import { SERVER_OPTIONS, loadApi, loadHealthDefinition } from "../rpc/proto";
 import { toStatus, unary } from "../rpc/status";
 import { MACHINE_SIZES, MachineSize, machineSize } from "../vm/sizes";
 import { COLLECT_INTERVAL_MS, Collector, CopyUse } from "./collector";
@@ -29,6 +28,7 @@ import { InstanceManager } from "./instances";
 import { Logger } from "./log";
 import { Operations } from "./operations";
 import { ImagePuller, transmit } from "./transfer";
+import { UPLOAD_BUFFER_BYTES, type UploadCall, receiveUpload } from "./upload";
 import { cgroupSupport } from "../vm/cgroup";
 import { probeAcceleratorNow } from "../vm/qemu";
 
@@ -61,11 +61,22 @@ export interface ClusterManagerArgs {
    * @default 0
    */
   readonly maxTransferRate?: number;
+  /**
+   * The largest image archive this datacenter accepts, in bytes, by upload or by transfer from
+   * another datacenter; larger ones are refused with RESOURCE_EXHAUSTED.
+   * @default DEFAULT_MAX_UPLOAD_BYTES (4 GiB)
+   */
+  readonly maxUploadBytes?: number;
   /** Where log lines go. @default stdout */
   readonly logStream?: NodeJS.WritableStream;
 }
 
 const HEARTBEAT_MS = 2000;
+const MiB = 1024 * 1024;
+/** Uploads one cluster manager receives at once (each holds UPLOAD_BUFFER_BYTES and a message). */
+export const MAX_CONCURRENT_UPLOADS = 8;
+/** The largest archive a datacenter accepts unless told otherwise (--max-upload-bytes). */
+export const DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024 * MiB;
 const MAX_COUNT = 1000;
 
 /** What a forward needs of the call it forwards: its metadata, which carries the route. */
@@ -74,7 +85,7 @@ type Incoming = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata">;
 /** One datacenter's cluster manager: a gRPC server for images, VMs, operations and peer transfer. */
 export class ClusterManager {
   readonly log: Logger;
-  private readonly server = new grpc.Server(CHANNEL_OPTIONS);
+  private readonly server = new grpc.Server(SERVER_OPTIONS);
   private readonly ops: Operations;
   private catalog!: Catalog;
   private store!: ImageStore;
@@ -88,8 +99,17 @@ export class ClusterManager {
   private heartbeat?: NodeJS.Timeout;
   private collectTimer?: NodeJS.Timeout;
   private endpoint = "";
+  /** Uploads being received now. */
+  private uploads = 0;
 
   constructor(private readonly args: ClusterManagerArgs) {
+    const max = args.maxUploadBytes;
+    if (max !== undefined && (!Number.isSafeInteger(max) || max < 1)) {
+      throw invalid(
+        `maxUploadBytes ${String(max)} is not valid: give the largest image archive the datacenter ` +
+          `accepts as a whole number of bytes, e.g. --max-upload-bytes ${DEFAULT_MAX_UPLOAD_BYTES}`,
+      );
+    }
     this.log = new Logger(args.datacenter, args.logStream);
     this.ops = new Operations(args.datacenter);
   }
@@ -109,6 +129,7 @@ export class ClusterManager {
     this.puller = new ImagePuller({
       datacenter,
       region,
+      maxImageBytes: this.args.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES,
       store: this.store,
       catalog: this.catalog,
       log: this.log,
@@ -309,59 +330,49 @@ export class ClusterManager {
     };
   }
 
-  /** UploadImage: the first message is the header, the rest are the archive's bytes. */
-  private async upload(
-    call: grpc.ServerReadableStream<{ header?: UploadHeader__Output | null; data?: Buffer }, Image>,
-  ): Promise<Image> {
-    const body = new PassThrough({ highWaterMark: 8 * 1024 * 1024 });
-    let header: UploadHeader__Output | undefined;
-    const headerSeen = new Promise<UploadHeader__Output>((resolve, reject) => {
-      call.on("data", (msg: { header?: UploadHeader__Output | null; data?: Buffer }) => {
-        if (!header) {
-          if (!msg.header) {
-            reject(
-              invalid(
-                "UploadImage: the first message must be the header (request_id, name): send it before any data",
-              ),
-            );
-            call.destroy();
-            return;
-          }
-          header = msg.header;
-          resolve(header);
-          return;
-        }
-        if (msg.data && !body.write(msg.data)) {
-          call.pause();
-          body.once("drain", () => call.resume());
-        }
-      });
-      call.on("end", () => {
-        if (!header) reject(invalid("UploadImage: the stream ended without a header"));
-        body.end();
-      });
-      call.on("error", (e) => {
-        reject(e);
-        body.destroy(e);
-      });
-    });
-    const h = await headerSeen;
-    checkId("request_id", h.request_id);
+  /** UploadImage, within MAX_CONCURRENT_UPLOADS at once: a header, then the archive's bytes. */
+  private async upload(call: UploadCall): Promise<Image> {
+    if (this.uploads >= MAX_CONCURRENT_UPLOADS) {
+      call.destroy();
+      throw exhausted(
+        `datacenter ${this.name} is receiving ${MAX_CONCURRENT_UPLOADS} uploads at once, its limit ` +
+          `(each buffers up to ${UPLOAD_BUFFER_BYTES / MiB} MiB): retry when one of them has finished`,
+      );
+    }
+    this.uploads++;
+    try {
+      return await this.receiveUpload(call);
+    } finally {
+      this.uploads--;
+    }
+  }
+
+  /** Receives an upload (within its limits, see ./upload.ts) into the store, and records it. */
+  private async receiveUpload(call: UploadCall): Promise<Image> {
+    const upload = receiveUpload(call, this.name, this.args.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES);
     // Until its placement is recorded, the new copy is one the collector must not take.
     const uploaded = this.copyUse.upload();
     try {
-      return await this.record(h, body);
+      let h: UploadHeader__Output;
+      let entry: ImageEntry;
+      try {
+        h = await upload.header;
+        checkId("request_id", h.request_id);
+        entry = await this.store.ingest(upload.body, {
+          name: h.name || undefined,
+          expectedDigest: h.expected_digest || undefined,
+        });
+      } finally {
+        upload.done();
+      }
+      return await this.record(h, entry);
     } finally {
       uploaded();
     }
   }
 
-  /** Stores an upload's archive and records it in the catalog. */
-  private async record(h: UploadHeader__Output, body: PassThrough): Promise<Image> {
-    const entry = await this.store.ingest(body, {
-      name: h.name || undefined,
-      expectedDigest: h.expected_digest || undefined,
-    });
+  /** Records a stored upload in the catalog: the image, and its copy here as present. */
+  private async record(h: UploadHeader__Output, entry: ImageEntry): Promise<Image> {
     await this.catalog.putImage({
       digest: entry.digest,
       name: entry.manifest.name,

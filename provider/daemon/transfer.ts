@@ -11,7 +11,7 @@ import type {
 } from "../../schema/gen/gci/v1/TransmitImageResponse";
 import type { Catalog, PlacementRecord } from "../catalog";
 import { ClusterClient } from "../client";
-import { dataLoss, GciError, notFound, unavailable } from "../errors";
+import { dataLoss, exhausted, GciError, notFound, unavailable } from "../errors";
 import { type ImageInfo, type ImageStore, checkChunkList, readImage } from "../image";
 import { toStatus } from "../rpc/status";
 import type { Logger } from "./log";
@@ -26,6 +26,39 @@ export interface TransferProgress {
   readonly rate: number;
 }
 
+/** How long an upload or a transfer may go without a byte before it is ended. */
+export const STREAM_IDLE_MS = 10_000;
+/** An upload's or a transfer's deadline: this much, plus the time its bytes take at STREAM_MIN_RATE. */
+const STREAM_BASE_MS = 60_000;
+/** Bytes per second below which an upload or a transfer is called stuck (well under any link in use). */
+export const STREAM_MIN_RATE = 256 * 1024;
+
+/** How long an upload or a transfer of `bytes` may take in all. */
+export function streamDeadlineMs(bytes: number): number {
+  return STREAM_BASE_MS + Math.ceil((bytes / STREAM_MIN_RATE) * 1000);
+}
+/** How long a connection to a data socket may take to present its token. */
+const TOKEN_WAIT_MS = 3_000;
+
+/** Calls `onIdle` once if `restart` is not called again within `ms`; `stop` pauses it. */
+export class IdleTimer {
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly ms: number,
+    private readonly onIdle: () => void,
+  ) {}
+
+  restart(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(this.onIdle, this.ms);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
 /** How long a transfer lease lasts unless renewed; renewed every third of it. */
 export const LEASE_TTL_MS = 15_000;
 /** How long a request waits for another transfer of the same image to finish. */
@@ -113,7 +146,9 @@ export async function transmit(
     call.end();
   } catch (e) {
     log.warn("transmit.failed", { requestId: req.request_id, digest: req.digest, error: String(e) });
-    call.destroy(Object.assign(new Error(toStatus(e).details), toStatus(e)));
+    // An 'error' event is how grpc-js sends a status on a server stream; destroy() would drop it,
+    // and the receiver would wait for the status forever.
+    call.emit("error", Object.assign(new Error(toStatus(e).details), toStatus(e)));
   }
 }
 
@@ -131,6 +166,7 @@ async function openDataSocket(
 ): Promise<net.Socket> {
   const token = randomBytes(16).toString("hex");
   const server = net.createServer();
+  const pending = new Set<net.Socket>();
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(0, host, resolve);
@@ -151,7 +187,13 @@ async function openDataSocket(
         reject(unavailable("the receiver cancelled the transfer"));
       });
       server.on("connection", (socket) => {
+        pending.add(socket);
         socket.setNoDelay(true);
+        // A connection that does not present the token soon is closed, so none can be held open.
+        const tokenLate = (): void => {
+          socket.destroy();
+        };
+        socket.setTimeout(TOKEN_WAIT_MS, tokenLate);
         let presented = Buffer.alloc(0);
         const onData = (piece: Buffer) => {
           presented = Buffer.concat([presented, piece]);
@@ -161,10 +203,19 @@ async function openDataSocket(
             socket.destroy();
             return;
           }
+          pending.delete(socket);
+          socket.off("timeout", tokenLate);
           clearTimeout(timer);
+          // From now on, a receiver that stops reading for the idle limit ends the transfer.
+          socket.setTimeout(STREAM_IDLE_MS, () =>
+            socket.destroy(
+              unavailable(`the receiver read nothing from the data socket for ${STREAM_IDLE_MS / 1000} s`),
+            ),
+          );
           resolve(socket);
         };
         socket.on("data", onData);
+        socket.on("close", () => pending.delete(socket));
         socket.on("error", () => socket.destroy());
       });
     });
@@ -174,19 +225,28 @@ async function openDataSocket(
     return await accepted;
   } finally {
     server.close();
+    // Connections that never presented the token go with the listener.
+    for (const socket of pending) socket.destroy();
   }
 }
 
+/** Resolves when the socket takes data again; rejects with why it closed (an error it was destroyed with). */
 function drained(socket: net.Socket): Promise<void> {
   return new Promise((resolve, reject) => {
+    let failure: Error | undefined;
     const done = (e?: Error) => {
       socket.off("drain", done);
+      socket.off("error", failed);
       socket.off("close", closed);
       if (e) reject(e);
       else resolve();
     };
-    const closed = () => done(unavailable("the receiver closed the data socket"));
+    const failed = (e: Error) => {
+      failure = e;
+    };
+    const closed = () => done(failure ?? unavailable("the receiver closed the data socket"));
     socket.once("drain", done);
+    socket.once("error", failed);
     socket.once("close", closed);
   });
 }
@@ -211,6 +271,8 @@ async function throttle(started: number, bytes: number, maxRate: number): Promis
 export interface PullerArgs {
   readonly datacenter: string;
   readonly region: string;
+  /** The largest image this datacenter accepts (its --max-upload-bytes). */
+  readonly maxImageBytes: number;
   readonly store: ImageStore;
   readonly catalog: Catalog;
   readonly log: Logger;
@@ -364,6 +426,7 @@ export class ImagePuller {
     });
     const started = Date.now();
     const client = new ClusterClient(dc.endpoint);
+    const watch = new TransferWatch(digest, source);
     let layout: ChunkRef__Output[] | undefined;
     let name = "";
     let bytesTotal = 0;
@@ -437,13 +500,17 @@ export class ImagePuller {
         request_id: requestId,
         data_socket: true,
       });
+      watch.signal.addEventListener("abort", () => stream.cancel(), { once: true });
+      watch.idle.restart();
       try {
         for await (const msg of stream as AsyncIterable<TransmitImageResponse__Output>) {
+          watch.idle.stop();
           if (msg.layout) {
             // Sizes bound what the data socket makes us allocate: checked before anything arrives.
             layout = checkChunkList(digest, msg.layout.chunks);
             name = msg.layout.name;
-            bytesTotal = Number(msg.layout.size_bytes);
+            bytesTotal = checkImageSize(digest, source, layout, this.args);
+            watch.startDeadline(bytesTotal);
             for (const c of layout) {
               if (heldSet.has(c.sha256)) {
                 bytesDone += c.size;
@@ -463,15 +530,20 @@ export class ImagePuller {
             const owed = layout!.flatMap((c, index) =>
               heldSet.has(c.sha256) ? [] : [{ index, size: c.size }],
             );
-            overSocket = receiveOverSocket(msg.data_socket, owed, source, (index, data) =>
-              received(index, layout![index].sha256, data),
-            );
+            overSocket = receiveOverSocket(msg.data_socket, owed, source, watch, async (index, data) => {
+              // Our own work on a chunk is not the source being idle.
+              watch.idle.stop();
+              await received(index, layout![index].sha256, data);
+              watch.idle.restart();
+            });
             overSocket.catch(() => stream.cancel());
           } else if (msg.chunk) {
             await received(msg.chunk.index, msg.chunk.sha256, msg.chunk.data);
           }
+          watch.idle.restart();
         }
         await overSocket;
+        watch.stop();
         await Promise.all(writes);
         if (!layout) throw dataLoss(`${source} sent no layout for ${digest}`);
         for (const c of layout) {
@@ -487,6 +559,8 @@ export class ImagePuller {
             (v: unknown) => v,
           );
         const cause = (await failure(overSocket)) ?? (await failure(validated));
+        // A source gone quiet or past its deadline: that is the reason, whatever it broke on the way.
+        if (watch.reason !== undefined) throw watch.reason;
         throw (e as { code?: number }).code === grpc.status.CANCELLED && cause ? cause : e;
       }
       log.info("transfer.streamed", { requestId, digest, source, bytes: wire, chunks: layout.length });
@@ -503,6 +577,7 @@ export class ImagePuller {
       await this.markPresent(digest, requestId);
       return { digest, source, destination: datacenter, bytes: wire, seconds };
     } finally {
+      watch.stop();
       client.close();
     }
   }
@@ -551,6 +626,7 @@ async function receiveOverSocket(
   socket: { address: string; token: string },
   owed: readonly { index: number; size: number }[],
   source: string,
+  watch: TransferWatch,
   onChunk: (index: number, data: Buffer) => Promise<void>,
 ): Promise<void> {
   const colon = socket.address.lastIndexOf(":");
@@ -558,6 +634,11 @@ async function receiveOverSocket(
     host: socket.address.slice(0, colon),
     port: Number(socket.address.slice(colon + 1)),
   });
+  const cut = (): void => {
+    conn.destroy(watch.reason);
+  };
+  if (watch.signal.aborted) cut();
+  watch.signal.addEventListener("abort", cut, { once: true });
   try {
     await once(conn, "connect");
     conn.write(socket.token);
@@ -565,6 +646,7 @@ async function receiveOverSocket(
     let chunk = owed.length > 0 ? Buffer.allocUnsafe(owed[0].size) : undefined;
     let filled = 0;
     for await (const piece of conn as AsyncIterable<Buffer>) {
+      watch.idle.restart();
       for (let at = 0; at < piece.length;) {
         if (!chunk) throw dataLoss(`${source} sent more bytes on the data socket than the chunks it owed`);
         const n = piece.copy(chunk, filled, at, Math.min(piece.length, at + chunk.length - filled));
@@ -582,8 +664,81 @@ async function receiveOverSocket(
       throw dataLoss(`the data socket from ${source} closed after ${k} of the ${owed.length} chunks it owed`);
     }
   } finally {
+    watch.signal.removeEventListener("abort", cut);
     conn.destroy();
   }
+}
+
+/**
+ * The two clocks of one pull: the idle limit (nothing from the source for STREAM_IDLE_MS) and
+ * the deadline (streamDeadlineMs of the image's bytes). Either one aborts
+ * `signal`, which cancels the stream and closes the data socket; `reason` says which.
+ */
+class TransferWatch {
+  readonly idle: IdleTimer;
+  reason?: GciError;
+  private readonly abort = new AbortController();
+  private deadline?: NodeJS.Timeout;
+
+  constructor(
+    private readonly digest: string,
+    private readonly source: string,
+  ) {
+    this.idle = new IdleTimer(STREAM_IDLE_MS, () =>
+      this.fail(
+        `the transfer of ${digest} from ${source} sent nothing for ${STREAM_IDLE_MS / 1000} s (the idle ` +
+          `limit of uploads and transfers): the source is stopped or unreachable; the pull tries again, ` +
+          `from another datacenter if one holds the image`,
+      ),
+    );
+  }
+
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  /** Starts the deadline once the image's size is known. */
+  startDeadline(bytes: number): void {
+    const ms = streamDeadlineMs(bytes);
+    this.deadline = setTimeout(
+      () =>
+        this.fail(
+          `the transfer of ${this.digest} (${bytes} bytes) from ${this.source} did not finish within ` +
+            `${Math.round(ms / 1000)} s, its deadline (${STREAM_BASE_MS / 1000} s plus the time its bytes ` +
+            `take at ${STREAM_MIN_RATE / 1024} KiB/s): the source or the network is too slow; the pull tries again`,
+        ),
+      ms,
+    );
+  }
+
+  stop(): void {
+    this.idle.stop();
+    clearTimeout(this.deadline);
+  }
+
+  private fail(message: string): void {
+    this.stop();
+    this.reason ??= new GciError("DEADLINE_EXCEEDED", message);
+    this.abort.abort(this.reason);
+  }
+}
+
+/** The image's size from its checked layout, within the receiving datacenter's maximum. */
+function checkImageSize(
+  digest: string,
+  source: string,
+  layout: readonly ChunkRef__Output[],
+  args: Pick<PullerArgs, "datacenter" | "maxImageBytes">,
+): number {
+  const bytes = layout.reduce((sum, c) => sum + c.size, 0);
+  if (bytes > args.maxImageBytes) {
+    throw exhausted(
+      `image ${digest} from ${source} is ${bytes} bytes, larger than the maximum of ${args.datacenter}, ` +
+        `${args.maxImageBytes} bytes (--max-upload-bytes, ClusterManagerArgs.maxUploadBytes): start its ` +
+        `cluster manager with a larger --max-upload-bytes, or run the image where it is`,
+    );
+  }
+  return bytes;
 }
 
 /**

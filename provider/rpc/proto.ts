@@ -33,6 +33,9 @@ export function loadApi(): { definition: protoLoader.PackageDefinition; api: Ima
   return cached;
 }
 
+/** HTTP/2 streams one connection may have open at once (grpc.max_concurrent_streams). */
+export const MAX_CONCURRENT_STREAMS = 64;
+
 /**
  * Channel options shared by servers and clients: room for 4 MiB chunks plus framing, and an
  * HTTP/2 flow-control window of 16 MiB (the 64 KiB default stalls a 4 MiB chunk on round
@@ -42,6 +45,22 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.max_receive_message_length": 64 * 1024 * 1024,
   "grpc.max_send_message_length": 64 * 1024 * 1024,
   "grpc-node.flow_control_window": 16 * 1024 * 1024,
+  // A peer that stops answering (stopped, or its host gone) is noticed within about 15 s, on
+  // either side: its calls fail instead of waiting forever.
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+};
+
+/**
+ * A cluster manager's server options: the channel options, at most MAX_CONCURRENT_STREAMS
+ * streams per connection, and a cap on what one HTTP/2 session may buffer (grpc-js leaves it
+ * unlimited), so one connection cannot make the daemon hold more than that.
+ */
+export const SERVER_OPTIONS: grpc.ServerOptions = {
+  ...CHANNEL_OPTIONS,
+  "grpc.max_concurrent_streams": MAX_CONCURRENT_STREAMS,
+  // In MB, as Node's http2 maxSessionMemory.
+  "grpc-node.max_session_memory": 256,
 };
 
 /** The standard health service's definition (schema/grpc/health/v1), for server reflection. */

@@ -41,7 +41,25 @@ export const CORPUS: Readonly<Record<string, string>> = {
   "manifest-wrong-type.tar": 'ports[0]: must be an integer from 1 to 65535, got "80"',
   "manifest-unknown-field.tar": "memory: is not a field of gci.image/v1",
   "kernel-absent.tar": 'field "kernel" names "boot/vmlinuz", which is not in the archive',
+  "path-bomb.tar": "past its limit of 1000000 paths",
+  "qcow2-backing-file.tar":
+    'disk "disk.qcow2" is a qcow2 image with a backing file ("/tmp/gci-bad-archive-canary.raw")',
+  "qcow2-backing-json.tar": 'disk "disk.qcow2" is a qcow2 image with a backing file ("json:{',
+  "manifest-ld-preload.tar": "env.LD_PRELOAD: is not allowed",
 };
+
+/**
+ * The corpus archive that is a good image, only larger than the --max-upload-bytes (1 MiB) its
+ * test gives a cluster manager, and part of the message that refusal carries.
+ */
+export const OVER_UPLOAD_MAX = {
+  file: "over-upload-max.tar",
+  maxUploadBytes: 1024 * 1024,
+  message: "larger than its maximum of 1048576 bytes (--max-upload-bytes",
+} as const;
+
+/** Corpus archives over 100 KiB: each must be, to reach the limit it tests. */
+export const LARGE_CORPUS_FILES: readonly string[] = ["path-bomb.tar", OVER_UPLOAD_MAX.file];
 
 /** Corpus archives whose defect is a path or link that would leave the image on extraction. */
 export const ESCAPES = [
