@@ -239,8 +239,10 @@ class MarkerWatch {
       return false;
     }
     try {
-      const inode = fs.fstatSync(fd).ino;
-      if (this.inode !== undefined && inode !== this.inode) {
+      const { ino: inode, size } = fs.fstatSync(fd);
+      // Another inode, or one shorter than what was read: a new file (a deleted log's inode
+      // number can come back for the new one, so the number alone does not tell).
+      if (this.inode !== undefined && (inode !== this.inode || size < this.offset)) {
         // The new file goes on where the previous one ended (a line may span both).
         if (this.readRotated()) return true;
         this.offset = 0;
