@@ -36,6 +36,31 @@ function childOf(pid: number): number {
   return Number(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(" ")[0]);
 }
 
+/**
+ * The first process below `pid` whose command line holds `text`: the instance's own program,
+ * not a short-lived helper of the sandbox's set-up (whose pid may already be another's).
+ */
+function descendantRunning(pid: number, text: string): number {
+  let children: string[];
+  try {
+    children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(" ").filter(Boolean);
+  } catch {
+    return 0; // Gone while we looked.
+  }
+  for (const child of children.map(Number)) {
+    let cmdline = "";
+    try {
+      cmdline = fs.readFileSync(`/proc/${child}/cmdline`, "utf8");
+    } catch {
+      continue; // Gone while we looked.
+    }
+    if (cmdline.includes(text)) return child;
+    const below = descendantRunning(child, text);
+    if (below > 0) return below;
+  }
+  return 0;
+}
+
 /** The field `name` of /proc/<pid>/status. */
 function status(pid: number, name: string): string {
   const line = fs
@@ -169,7 +194,7 @@ describe("ProcessDriver", () => {
         let loops = 0;
         for (const deadline = Date.now() + 5000; !(loops > 0) && Date.now() < deadline;) {
           await new Promise((r) => setTimeout(r, 20));
-          loops = childOf(handle.pid) > 0 ? childOf(childOf(handle.pid)) : 0;
+          loops = descendantRunning(handle.pid, "while :");
         }
         const mine = fs.readFileSync(`/proc/${loops}/cgroup`, "utf8");
         for (const dir of handle.cgroups!) expect(mine).toContain(path.basename(dir));
