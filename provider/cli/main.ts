@@ -1,5 +1,7 @@
+import * as path from "path";
 import { Command, CommanderError } from "commander";
 import { engineEnv } from "../engine/env";
+import { stateRoot } from "../engine/paths";
 import { GciError } from "../errors";
 import { runDoctor } from "./doctor";
 import { table } from "./output";
@@ -39,10 +41,13 @@ export function program(): Command {
     )
     .option(
       "--state <folder>",
-      "state folder (file backend and PULUMI_HOME); default $GCI_STATE or <repo>/.gci",
+      "state folder (file backend and PULUMI_HOME); default $GCI_STATE, else $XDG_STATE_HOME/gci, else ~/.local/state/gci",
     )
     .action((opts: { state?: string }) => {
-      for (const [key, value] of Object.entries(engineEnv({ stateDir: opts.state }))) {
+      const stateDir = path.resolve(opts.state ?? stateRoot());
+      // A comment, so `eval` ignores it and a reader sees where stacks will be kept.
+      console.log(`# GCI state (Pulumi backend and PULUMI_HOME): ${stateDir}`);
+      for (const [key, value] of Object.entries(engineEnv({ stateDir }))) {
         console.log(`export ${key}=${shellQuote(value)}`);
       }
     });
