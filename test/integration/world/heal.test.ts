@@ -25,6 +25,9 @@ describe("healing a world", () => {
     expect(await push(world, "eu-1", image.file)).toBe(digest);
   }, 300_000);
 
+  // Each test starts from what world.json records, whatever the one before left.
+  beforeEach(() => void recorded());
+
   afterAll(async () => {
     await world?.stop();
   });
@@ -80,18 +83,18 @@ describe("healing a world", () => {
     const up = await runGci(["world", "up", "--world", world.dir]);
     expect(up.stderr).toBe("");
     expect(up.code).toBe(0);
-    expect(up.stdout).toMatch(/eu-1 .* restarted/);
-    expect(up.stdout).toMatch(/us-1 .* kept/);
-    expect(up.stdout).toMatch(/us-2 .* kept/);
 
     const after = byName(recorded());
+    for (const dc of ["us-1", "us-2"]) expect(after[dc]).toEqual(before[dc]);
     expect(after["eu-1"].pid).not.toBe(before["eu-1"].pid);
     expect(after["eu-1"].endpoint).toBe(before["eu-1"].endpoint);
     expect(await health(after["eu-1"].endpoint)).toBe("SERVING");
-    for (const dc of ["us-1", "us-2"]) expect(after[dc]).toEqual(before[dc]);
     expect(instancePid(world, "us-2", instance.id)).toBe(instance.pid);
     expect(isAlive(instance.pid)).toBe(true);
     expect(await answers(instance.address, instance.id)).toBe(true);
+    expect(up.stdout).toMatch(/eu-1 .* restarted/);
+    expect(up.stdout).toMatch(/us-1 .* kept/);
+    expect(up.stdout).toMatch(/us-2 .* kept/);
   });
 
   it("world status shows a killed daemon as DOWN, and exits 1", async () => {
@@ -111,20 +114,21 @@ describe("healing a world", () => {
   it("world up kills and restarts a daemon that lives but does not answer (SIGSTOP), on its endpoint", async () => {
     const before = byName(recorded());
     process.kill(before["us-1"].pid, "SIGSTOP");
+    let up = { code: -1, stdout: "", stderr: "" };
     try {
-      const up = await runGci(["world", "up", "--world", world.dir]);
-      expect(up.code).toBe(0);
-      expect(up.stdout).toMatch(/us-1 .* restarted \(pid \d+ does not answer/);
+      up = await runGci(["world", "up", "--world", world.dir]);
     } finally {
       // Already killed by world up on the new code; the old code left it stopped.
       if (isAlive(before["us-1"].pid)) process.kill(before["us-1"].pid, "SIGCONT");
     }
+    expect(up.code).toBe(0);
     const after = byName(recorded());
+    expect(after["us-2"]).toEqual(before["us-2"]);
+    expect(after["eu-1"]).toEqual(before["eu-1"]);
     expect(after["us-1"].pid).not.toBe(before["us-1"].pid);
     expect(after["us-1"].endpoint).toBe(before["us-1"].endpoint);
     expect(await health(after["us-1"].endpoint)).toBe("SERVING");
-    expect(after["us-2"]).toEqual(before["us-2"]);
-    expect(after["eu-1"]).toEqual(before["eu-1"]);
+    expect(up.stdout).toMatch(/us-1 .* restarted \(pid \d+ does not answer/);
   });
 
   it("gci datacenter restart restarts one daemon on its endpoint; its own instance keeps running and is adopted", async () => {
