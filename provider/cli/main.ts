@@ -3,6 +3,7 @@ import { Command, CommanderError } from "commander";
 import { engineEnv } from "../engine/env";
 import { stateRoot } from "../engine/paths";
 import { GciError } from "../errors";
+import { datacenterCommand } from "./datacenter";
 import { runDoctor } from "./doctor";
 import { table } from "./output";
 import { imageCommand, transfersCommand } from "./image";
@@ -53,6 +54,7 @@ export function program(): Command {
     });
 
   root.addCommand(worldCommand());
+  root.addCommand(datacenterCommand());
   root.addCommand(imageCommand());
   root.addCommand(transfersCommand());
   root.addCommand(vmCommand());
