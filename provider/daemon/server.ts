@@ -90,6 +90,8 @@ export const MAX_CONCURRENT_UPLOADS = 8;
 /** The largest archive a datacenter accepts unless told otherwise (--max-upload-bytes). */
 export const DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024 * MiB;
 const MAX_COUNT = 1000;
+/** How long DeleteImage waits for transfers out that are ending (their receiver removed the image). */
+const TRANSFERS_OUT_WAIT_MS = 3000;
 
 /** What a forward needs of the call it forwards: its metadata, which carries the route. */
 type Incoming = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata">;
@@ -448,7 +450,8 @@ export class ClusterManager {
    * this datacenter would have. What still refuses it: a VM group or instance here that uses the
    * image (a start's transfer has its group, so it is never cancelled), a claim, and transfers
    * out of this datacenter reading its copy (remove it from the receivers first; `gci image rm
-   * --all` does).
+   * --all` does, and a transfer out whose receiver cancelled it is waited for, up to
+   * TRANSFERS_OUT_WAIT_MS).
    */
   private async deleteImage(requestId: string, digest: string): Promise<Image> {
     const image = await this.describeImage(digest);
@@ -456,6 +459,7 @@ export class ClusterManager {
       throw unavailable(`image ${digest} is being deleted from ${this.name}: retry`);
     this.deleting.add(digest);
     try {
+      await this.waitForTransfersOut(digest);
       await this.refuseIfUsed(digest);
       const partial = await this.puller.cancel(digest, removedWhileTransferring(digest, this.name));
       await this.catalog.deletePlacement(digest, this.name);
@@ -486,6 +490,19 @@ export class ClusterManager {
       error: "",
       updatedAt: Date.now(),
     });
+  }
+
+  /**
+   * Waits up to TRANSFERS_OUT_WAIT_MS while transfers out are the only users of the copy: one
+   * whose receiver just removed the image (and so cancelled it) ends within moments.
+   */
+  private async waitForTransfersOut(digest: string): Promise<void> {
+    const until = Date.now() + TRANSFERS_OUT_WAIT_MS;
+    for (;;) {
+      const readers = this.copyUse.readersOf(digest).length;
+      if (readers === 0 || Date.now() > until || (await this.copyUsers(digest)).length > readers) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /** FAILED_PRECONDITION naming every user of this datacenter's copy of `digest`, and the fix. */

@@ -9,6 +9,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { waitForOperation } from "../../../provider/client";
 import { isAlive } from "../../../provider/world";
+import { runGci } from "../../support/engine";
 import { push } from "../../security/crash-support";
 import { makeImage, testWorld, TestWorld, until } from "../../support/world";
 
@@ -157,6 +158,30 @@ describe("a removal cancels transfers; chunks of failed transfers are collected"
     ).toHaveLength(1);
     expect(await placementIn(digest, "eu-1")).toBeUndefined();
     expect((await world.client("eu-1").getImage(digest)).datacenters).toEqual(["us-1"]);
+  }, 120_000);
+
+  it("`gci image rm --all` during a transfer removes the image everywhere, receiver first", async () => {
+    const { digest, op } = await replicateUntilPartial("rm-all");
+    const rm = await runGci(["image", "rm", digest, "--all", "--world", world.dir]);
+    expect({ code: rm.code, stderr: rm.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(rm.stdout.indexOf(`from eu-1`)).toBeLessThan(rm.stdout.indexOf(`from us-1`));
+    await expect(waitForOperation(world.client("eu-1"), op, { timeoutMs: 60_000 })).rejects.toMatchObject({
+      message: expect.stringContaining("was removed from eu-1 while it was being transferred"),
+    });
+    const catalog = await world.catalog();
+    try {
+      expect({
+        image: await catalog.getImage(digest),
+        placements: await catalog.listPlacements(digest),
+      }).toEqual({
+        image: undefined,
+        placements: [],
+      });
+    } finally {
+      await catalog.close();
+    }
+    expect(unreferencedBytes(world, "eu-1")).toBe(0);
+    expect(chunkFiles(world, "eu-1").size).toBe(0);
   }, 120_000);
 
   it("a transfer whose source stays dead fails and leaves no chunks once the grace is over", async () => {
