@@ -28,6 +28,8 @@ export async function main(argv: string[]): Promise<void> {
       "largest image archive this datacenter accepts, by upload or transfer",
       String(DEFAULT_MAX_UPLOAD_BYTES),
     )
+    .option("--chunk-grace-ms <ms>", "how long chunks of a failed transfer are kept for a retry")
+    .option("--transfer-retry-ms <ms>", "how long a transfer keeps retrying before it fails")
     .option("--ready-file <path>", "write {endpoint, pid} here once serving")
     .parse(argv)
     .opts();
@@ -43,6 +45,8 @@ export async function main(argv: string[]): Promise<void> {
       : undefined,
     maxTransferRate: Number(opts.maxTransferRate),
     maxUploadBytes: Number(opts.maxUploadBytes),
+    chunkGraceMs: opts.chunkGraceMs === undefined ? undefined : Number(opts.chunkGraceMs),
+    transferRetryMs: opts.transferRetryMs === undefined ? undefined : Number(opts.transferRetryMs),
   });
   const endpoint = await cm.start();
   if (opts.readyFile) {
