@@ -3,7 +3,7 @@
  * writables, the Feeder that copies an archive's bytes into the extractor, and tearing it down.
  */
 
-import * as tar from "tar-stream";
+import type * as tar from "tar-stream";
 import type { Meter } from "./digest";
 import type { ReadImageOptions } from "./types";
 
