@@ -6,6 +6,7 @@
  */
 
 import { dataLoss, GciError, invalid, notFound } from "../errors";
+import { DIGEST_PATTERN as DIGEST } from "../image/digest";
 import type {
   DatacenterRecord,
   ImageRecord,
@@ -18,7 +19,6 @@ import type {
 } from "./types";
 
 const NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const ENDPOINT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;

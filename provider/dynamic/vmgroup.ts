@@ -4,6 +4,7 @@ import type { VmGroupRecord } from "../catalog";
 import { checkDigest, checkName } from "../catalog/validate";
 import { ClusterClient, Operation, Vm, waitForOperation } from "../client";
 import { GciError, invalid, notFound, precondition } from "../errors";
+import { DIGEST_PATTERN } from "../image/digest";
 import { MACHINE_SIZES, machineSize } from "../vm/sizes";
 import { WorldConnection, withWorld } from "./connect";
 import { importTarget, liveTopology } from "./import";
@@ -183,7 +184,7 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
     let inputs: VmGroupInputs = news;
     // The live world is asked about the image even when other inputs failed, so every
     // problem shows at once; planning waits until everything else is valid.
-    const digestOk = typeof news.image === "string" && /^sha256:[0-9a-f]{64}$/.test(news.image);
+    const digestOk = typeof news.image === "string" && DIGEST_PATTERN.test(news.image);
     if (
       !topology ||
       !digestOk ||
