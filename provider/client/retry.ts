@@ -112,18 +112,22 @@ export async function withRetry<T>(
     } catch (e) {
       if (!isUnavailable(e)) throw e;
       const elapsedMs = Date.now() - started;
-      if (elapsedMs + delay > totalMs) throw gaveUp(target.datacenter, method, totalMs, tried, e);
+      if (elapsedMs >= totalMs) throw gaveUp(target.datacenter, method, totalMs, tried, e);
       opts.onRetry?.({ datacenter: target.datacenter, method, attempt: n, elapsedMs, error: e });
-      await new Promise((r) => setTimeout(r, delay));
+      // The last wait is cut to the bound, so the last attempt is sent at it, not before.
+      await new Promise((r) => setTimeout(r, Math.min(delay, totalMs - elapsedMs)));
       delay = Math.min(delay * 2, MAX_DELAY_MS);
       await target.reconnect();
     }
   }
 }
 
+/** 30000 -> "30", 1500 -> "1.5". */
+const inSeconds = (ms: number): string => String(Math.round(ms / 100) / 10);
+
 function gaveUp(datacenter: string, method: string, totalMs: number, tried: Set<string>, last: GciError) {
   return unavailable(
-    `datacenter ${datacenter} did not answer ${method} for ${(totalMs / 1000).toFixed(0)} s ` +
+    `datacenter ${datacenter} did not answer ${method} for ${inSeconds(totalMs)} s ` +
       `(endpoints tried: ${[...tried].join(", ")}; last error: ${last.message}): ` +
       "see whether its cluster manager runs with `gci world status`, start it with `gci world up`",
   );

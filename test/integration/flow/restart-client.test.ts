@@ -1,7 +1,9 @@
 import { randomUUID } from "crypto";
 import * as fs from "fs";
+import * as net from "net";
 import * as os from "os";
 import * as path from "path";
+import { ClusterClient } from "../../../provider/client";
 import { replicaHandlers, ReplicaInputs } from "../../../provider/dynamic/replica";
 import { CATALOG_OUTPUT_SCHEMA } from "../../../provider/dynamic/topology";
 import { runGci } from "../../support/engine";
@@ -17,6 +19,7 @@ const RATE = 16 * 1024 * 1024; // bytes/s: an 80 MiB image takes about 5 s, long
 describe("clients survive a restart of the cluster manager they talk to", () => {
   let world: TestWorld;
   let tmp: string;
+  const clients: ClusterClient[] = [];
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gci-restart-client-"));
@@ -27,6 +30,7 @@ describe("clients survive a restart of the cluster manager they talk to", () => 
   });
 
   afterAll(async () => {
+    for (const c of clients) c.close();
     await world?.stop();
     fs.rmSync(tmp, { recursive: true, force: true });
   });
@@ -69,6 +73,55 @@ describe("clients survive a restart of the cluster manager they talk to", () => 
       await catalog.close();
     }
   }
+
+  /** A datacenter client of us-1 whose first endpoint is `first`; it counts re-resolutions. */
+  function us1Client(first: string) {
+    const resolved: string[] = [];
+    const client = new ClusterClient(first, {
+      datacenter: {
+        name: "us-1",
+        resolve: async () => {
+          const endpoint = (await catalogEndpoint("us-1"))!;
+          resolved.push(endpoint);
+          return endpoint;
+        },
+      },
+      retry: { totalMs: 20_000 },
+    });
+    clients.push(client);
+    return { client, resolved };
+  }
+
+  async function catalogEndpoint(dc: string): Promise<string | undefined> {
+    const catalog = await world.catalog();
+    try {
+      return (await catalog.getDatacenter(dc))?.endpoint;
+    } finally {
+      await catalog.close();
+    }
+  }
+
+  it("an idempotent call to a stale endpoint finds the datacenter in the catalog and succeeds", async () => {
+    const { client, resolved } = us1Client(await deadEndpoint());
+    expect(await client.listVms()).toEqual([]);
+    expect(resolved).toEqual([world.dc("us-1").endpoint]);
+    expect(client.endpoint).toBe(world.dc("us-1").endpoint);
+  });
+
+  it("INVALID_ARGUMENT and NOT_FOUND from a live cluster manager are not retried", async () => {
+    const { client, resolved } = us1Client(world.dc("us-1").endpoint);
+    await expect(
+      client.startVms({
+        request_id: "",
+        image_digest: `sha256:${"0".repeat(64)}`,
+        datacenter: "us-1",
+        count: 1,
+      }),
+    ).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await expect(client.getImage(`sha256:${"0".repeat(64)}`)).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(client.waitOperation("start-nobody", 100)).rejects.toMatchObject({ code: "NOT_FOUND" });
+    expect(resolved).toEqual([]);
+  });
 
   it("`gci vm start --via eu-1` exits 0 with the VMs after eu-1 restarted mid-transfer", async () => {
     const image = await pushed("cli");
@@ -138,6 +191,8 @@ describe("clients survive a restart of the cluster manager they talk to", () => 
     process.env.GCI_RETRY_SECONDS = "90";
     try {
       const created = replicaHandlers.create(inputs);
+      // Awaited below; a rejection meanwhile (the old behaviour) is the test's failure then.
+      created.catch(() => undefined);
       await midTransfer(image.digest);
       const { before, after } = await restartEu1();
       expect(after).not.toBe(before);
@@ -156,3 +211,12 @@ describe("clients survive a restart of the cluster manager they talk to", () => 
     }
   });
 });
+
+/** A 127.0.0.1 endpoint nothing listens on (a port bound, then let go). */
+async function deadEndpoint(): Promise<string> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return `127.0.0.1:${port}`;
+}
