@@ -60,19 +60,14 @@ describe("clients survive a restart of the cluster manager they talk to", () => 
     }
   }
 
-  /** kill -9 of eu-1, then a restart: it comes back on a new port, recorded in the catalog. */
-  async function restartEu1() {
-    const before = world.dc("eu-1").endpoint;
-    world.kill("eu-1");
-    await world.restart("eu-1");
-    const catalog = await world.catalog();
-    try {
-      const after = (await catalog.getDatacenter("eu-1"))?.endpoint;
-      return { before, after };
-    } finally {
-      await catalog.close();
-    }
+  /** kill -9 of a datacenter, then a restart: it comes back on a new port, recorded in the catalog. */
+  async function restart(dc: string) {
+    const before = world.dc(dc).endpoint;
+    world.kill(dc);
+    await world.restart(dc);
+    return { before, after: await catalogEndpoint(dc) };
   }
+  const restartEu1 = () => restart("eu-1");
 
   /** A datacenter client of us-1 whose first endpoint is `first`; it counts re-resolutions. */
   function us1Client(first: string) {
@@ -210,6 +205,49 @@ describe("clients survive a restart of the cluster manager they talk to", () => 
       await catalog.close();
     }
   });
+
+  // The issue's report: the request finished (start.done) but the CLI's last call went to the
+  // --via datacenter's old port. Here --via is the transfer's source, restarted midway.
+  it("`gci vm start --via us-1 --dc eu-1` exits 0 after us-1 (the source) restarted mid-transfer", async () => {
+    const image = await pushed("via-source");
+    const requestId = randomUUID();
+    const cli = runGci(
+      [
+        "vm",
+        "start",
+        "--image",
+        image.digest,
+        "--dc",
+        "eu-1",
+        "--via",
+        "us-1",
+        "--count",
+        "1",
+        "--size",
+        "nano",
+        "--request-id",
+        requestId,
+        "--timeout",
+        "300",
+        "--world",
+        world.dir,
+      ],
+      300_000,
+      { ...process.env, GCI_RETRY_SECONDS: "90" },
+    );
+    await midTransfer(image.digest);
+    const { before, after } = await restart("us-1");
+    expect(after).not.toBe(before);
+    const run = await cli;
+    expect({ code: run.code, stderr: run.code === 0 ? "" : run.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(run.stdout).toContain(`request ${requestId}: 1 running in eu-1`);
+    const catalog = await world.catalog();
+    try {
+      expect((await catalog.listVms({ requestId })).filter((v) => v.state === "running")).toHaveLength(1);
+    } finally {
+      await catalog.close();
+    }
+  }, 300_000);
 });
 
 /** A 127.0.0.1 endpoint nothing listens on (a port bound, then let go). */
