@@ -15,7 +15,12 @@ import { table, wholeNumber } from "./output";
 
 export { requireWorld, worldDir } from "../world";
 
-/** A client of the named datacenter's cluster manager, from the world's record. */
+/**
+ * A client of the named datacenter's cluster manager. It starts at the world's record and,
+ * when the cluster manager does not answer, looks up where it listens now in the catalog
+ * (a restarted one writes its endpoint there) and retries idempotent calls, saying so on
+ * stderr.
+ */
 export function clientFor(state: WorldState, datacenter: string): ClusterClient {
   const dc = state.datacenters.find((d) => d.name === datacenter);
   if (!dc) {
@@ -23,7 +28,18 @@ export function clientFor(state: WorldState, datacenter: string): ClusterClient 
       `datacenter "${datacenter}" is not in this world (${state.datacenters.map((d) => d.name).join(", ")})`,
     );
   }
-  return new ClusterClient(dc.endpoint);
+  return new ClusterClient(dc.endpoint, {
+    datacenter: {
+      name: datacenter,
+      resolve: () => withCatalog(state, async (c) => (await c.getDatacenter(datacenter))?.endpoint),
+    },
+    retry: {
+      onRetry: (e) =>
+        process.stderr.write(
+          `${e.datacenter} unavailable, retrying (${Math.round(e.elapsedMs / 1000)} s)...\n`,
+        ),
+    },
+  });
 }
 
 /** Opens the world's catalog for the duration of `fn`. */
