@@ -40,6 +40,13 @@ export function reviveDelay(deaths: number): number {
   return deaths <= 1 ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (deaths - 2));
 }
 
+/** A restart the watchdog will make: when, the how-manieth death in a row, and when it saw the death. */
+interface Due {
+  readonly at: number;
+  readonly deaths: number;
+  readonly seenAt: number;
+}
+
 /** What the watchdog remembers of an instance it restarted: deaths in a row and when it last restarted it. */
 interface Revival {
   readonly deaths: number;
@@ -75,7 +82,7 @@ export class InstanceManager {
   private watchTimer?: NodeJS.Timeout;
   private watching = false;
   private readonly revivals = new Map<string, Revival>();
-  private readonly due = new Map<string, { readonly at: number; readonly deaths: number }>();
+  private readonly due = new Map<string, Due>();
   private readonly reviving = new Map<string, Promise<void>>();
   /** Run folders whose handle the watchdog could not read, named in the log once each. */
   private readonly badHandles = new Set<string>();
@@ -399,7 +406,7 @@ export class InstanceManager {
       const due = this.due.get(vm.id) ?? this.schedule(vm, now);
       if (now < due.at) continue;
       this.due.delete(vm.id);
-      const revival = this.revive(vm, due.deaths).finally(() => this.reviving.delete(vm.id));
+      const revival = this.revive(vm, due).finally(() => this.reviving.delete(vm.id));
       this.reviving.set(vm.id, revival);
     }
   }
@@ -431,11 +438,11 @@ export class InstanceManager {
   }
 
   /** When to restart `vm`, which just died: at once, or after the backoff of a crash loop. */
-  private schedule(vm: VmRecord, now: number): { at: number; deaths: number } {
+  private schedule(vm: VmRecord, now: number): Due {
     const last = this.revivals.get(vm.id);
     const deaths = last !== undefined && now - last.at < STABLE_AFTER_MS ? last.deaths + 1 : 1;
     const delay = reviveDelay(deaths);
-    const due = { at: now + delay, deaths };
+    const due = { at: now + delay, deaths, seenAt: now };
     this.due.set(vm.id, due);
     const fields = { requestId: vm.requestId, id: vm.id, state: vm.state, deaths };
     if (delay > 0) this.args.log.warn("instance.crash_loop", { ...fields, retryInMs: delay });
@@ -448,7 +455,7 @@ export class InstanceManager {
    * still recorded as it was and its process still gone (a stop marks it "stopping" before it
    * ends the process, so an instance being stopped is never restarted).
    */
-  private async revive(dead: VmRecord, deaths: number): Promise<void> {
+  private async revive(dead: VmRecord, { deaths, seenAt }: Due): Promise<void> {
     const { catalog, log } = this.args;
     try {
       await this.withGroup(dead.requestId, async () => {
@@ -465,7 +472,13 @@ export class InstanceManager {
           const imageDir = await this.imageDir(group.digest);
           await this.ensureRunning(vm.id, group, driver, entry.manifest, imageDir);
         });
-        log.info("instance.revived", { requestId: vm.requestId, id: vm.id, deaths });
+        // From the death seen to the instance ready again (the kill itself was up to a watch interval earlier).
+        log.info("instance.revived", {
+          requestId: vm.requestId,
+          id: vm.id,
+          deaths,
+          tookMs: Date.now() - seenAt,
+        });
       });
     } catch (e) {
       log.warn("instance.revive_failed", {

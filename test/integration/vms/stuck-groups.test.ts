@@ -13,6 +13,8 @@ import * as path from "path";
 import { waitForOperation } from "../../../provider/client";
 import { isAlive } from "../../../provider/world";
 import { runGci } from "../../support/engine";
+import { guestImage } from "../../support/guest";
+import { processesMentioning } from "../../support/procs";
 import { instancePid, push } from "../../security/crash-support";
 import { makeImage, testWorld, TestWorld, until } from "../../support/world";
 
@@ -253,4 +255,38 @@ describe("no VM group stays stuck; instances that die come back", () => {
     await waitForOperation(client, await client.stopVms(randomUUID(), requestId), { timeoutMs: 60_000 });
     expect(supervisorsOf(runDir)).toEqual([]);
   }, 240_000);
+
+  it("kill -9 of a QEMU guest's process: the watchdog boots it again, one QEMU process for it", async () => {
+    const digest = await push(world, "r-1", (await guestImage()).file);
+    const requestId = randomUUID();
+    const client = world.client("r-1");
+    const op = await client.startVms({
+      request_id: requestId,
+      image_digest: digest,
+      datacenter: "r-1",
+      count: 1,
+      machine_size: "micro",
+    });
+    const [guest] = (await waitForOperation(client, op, { timeoutMs: 300_000 })).start_vms!.vm_ids;
+    const oldPid = instancePid(world, "r-1", guest)!;
+    expect(processesMentioning(`gci.id=${guest} `)).toEqual([oldPid]);
+
+    process.kill(oldPid, "SIGKILL");
+    const revived = await until(
+      async () => {
+        const pid = instancePid(world, "r-1", guest);
+        if (pid === undefined || pid === oldPid || !isAlive(pid)) return undefined;
+        const vm = await client.getVm(guest);
+        const address = vm.addresses.find((a) => a.guest_port === 80)?.address;
+        return vm.state === "running" && address !== undefined && (await answers(address, guest)) && pid;
+      },
+      120_000,
+      "the killed guest to boot and answer again",
+    );
+    expect(processesMentioning(`gci.id=${guest} `)).toEqual([revived]);
+    expect((await client.listVms(requestId)).map((v) => [v.id, v.state])).toEqual([[guest, "running"]]);
+
+    await waitForOperation(client, await client.stopVms(randomUUID(), requestId), { timeoutMs: 60_000 });
+    await until(() => processesMentioning(`gci.id=${guest} `).length === 0, 30_000, "the guest to be gone");
+  }, 420_000);
 });
