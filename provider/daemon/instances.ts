@@ -381,11 +381,17 @@ export class InstanceManager {
     this.watchTimer.unref();
   }
 
-  /** Stops the watchdog and waits for the restarts it began. */
-  async stopWatchdog(): Promise<void> {
+  /**
+   * Stops the watchdog and waits (at most `waitMs`: a guest's boot can take minutes) for the
+   * restarts it began; one still booting is found again by the next start (recover).
+   */
+  async stopWatchdog(waitMs = 10_000): Promise<void> {
     clearInterval(this.watchTimer);
     this.watchTimer = undefined;
-    await Promise.all([...this.reviving.values()]);
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
+    await Promise.race([Promise.all([...this.reviving.values()]), bound]);
+    clearTimeout(timer);
   }
 
   /** One look of the watchdog. */
