@@ -592,12 +592,19 @@ export class ClusterManager {
   }
 
   /**
-   * Why `digest` cannot be had here, if it cannot: its record is gone from the catalog, or no
-   * datacenter (this one included) holds a copy to bring in. A group of it can never run.
+   * Why the group's image cannot be had here, if it cannot: its record is gone from the catalog,
+   * or no datacenter (this one included) holds a copy to bring in. A group of it can never run.
+   * A group with running instances whose bytes are here is not taken down for a lost record.
    */
-  private async imageUnobtainable(digest: string): Promise<string | undefined> {
-    if (!(await this.catalog.getImage(digest))) return `image ${digest} is no longer in the catalog`;
-    if (await this.store.has(digest)) return undefined;
+  private async imageUnobtainable(group: VmGroupRecord): Promise<string | undefined> {
+    const { digest, requestId } = group;
+    const here = await this.store.has(digest);
+    if (!(await this.catalog.getImage(digest))) {
+      const vms = await this.catalog.listVms({ requestId });
+      if (here && vms.some((v) => v.state === "running")) return undefined;
+      return `image ${digest} is no longer in the catalog`;
+    }
+    if (here) return undefined;
     const present = (await this.catalog.listPlacements(digest)).filter((p) => p.state === "present");
     if (present.length === 0) return `no datacenter holds a copy of image ${digest}`;
     return undefined;
@@ -608,7 +615,7 @@ export class ClusterManager {
     const { requestId, digest } = group;
     try {
       this.ops.progress(opId, { phase: "image" });
-      const gone = await this.imageUnobtainable(digest);
+      const gone = await this.imageUnobtainable(group);
       if (gone !== undefined) {
         await this.rollBack(group, gone);
         throw notFound(
@@ -661,7 +668,8 @@ export class ClusterManager {
         }),
       );
     } catch (e) {
-      const gone = await this.imageUnobtainable(digest).catch(() => undefined);
+      // A catalog that cannot answer now rolls nothing back: the transfer's own error is thrown.
+      const gone = await this.imageUnobtainable(group).catch(() => undefined);
       if (gone !== undefined) await this.rollBack(group, `${gone} (${String(e)})`);
       throw e;
     }
