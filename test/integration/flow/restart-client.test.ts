@@ -60,11 +60,15 @@ describe("clients survive a restart of the cluster manager they talk to", () => 
     }
   }
 
-  /** kill -9 of a datacenter, then a restart: it comes back on a new port, recorded in the catalog. */
+  /**
+   * kill -9 of a datacenter, then a restart on a new port, recorded in the catalog (`gci world up`
+   * keeps the endpoint; a new one is what a datacenter moved to another address looks like, and
+   * what proves the client re-resolves).
+   */
   async function restart(dc: string) {
     const before = world.dc(dc).endpoint;
     world.kill(dc);
-    await world.restart(dc);
+    await world.restart(dc, undefined, { newPort: true });
     return { before, after: await catalogEndpoint(dc) };
   }
   const restartEu1 = () => restart("eu-1");
