@@ -26,6 +26,7 @@ Options:
   --image-mib M        size of each round's fresh image (default 64)
   --rate-mib R         --max-transfer-rate of every cluster manager, MiB/s (default 24)
   --recovery-timeout S seconds a recovery may take before it counts as a violation (default 20)
+  --keep yes           keep the soak's folder (world, daemon logs, stores) to look into a violation
   --help               this text`;
 
 function parse(argv: string[]): Record<string, string> {
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
     faults,
     imageMiB: whole("image-mib", args["image-mib"], 64, 5),
     rateBytes: whole("rate-mib", args["rate-mib"], 24, 1) * 1024 * 1024,
+    keep: args.keep === "yes",
     recoveryTimeoutMs: whole("recovery-timeout", args["recovery-timeout"], 20, 1) * 1000,
   });
   console.log(JSON.stringify(summary));

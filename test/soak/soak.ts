@@ -66,6 +66,8 @@ export interface SoakOptions {
   /** How long recovery may take before the round counts a violation, ms. */
   readonly recoveryTimeoutMs?: number;
   readonly log?: (line: string) => void;
+  /** Keep the soak's folder (world, logs, stores) afterwards, to look into a violation. */
+  readonly keep?: boolean;
 }
 
 export interface Violation {
@@ -388,7 +390,7 @@ async function transferKill(
   const resent = (writtenBytes(senderNow) ?? 0) - (senderNow === sender ? writtenAtKill : 0);
   const bound = img.sizeBytes - verifiedBefore + CHUNK_SIZE + WRITE_SLACK;
   out.note += `${out.note ? "; " : ""}killed at ${(frac * 100).toFixed(0)}%, ${(verifiedBefore / MiB).toFixed(0)} MiB verified before, re-sent ${(resent / MiB).toFixed(1)} MiB (bound ${(bound / MiB).toFixed(1)})`;
-  if (resent > bound) {
+  if (reached && reached.state !== "present" && resent > bound) {
     out.violations.push({
       kind: "bytes-resent",
       detail: `${resent} bytes written by the sender after the kill > bound ${bound} (image ${img.sizeBytes} - verified ${verifiedBefore} + one chunk + ${WRITE_SLACK} slack)`,
@@ -799,7 +801,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakSummary> {
   } finally {
     await stopWorld(w.worldDir, 5000).catch(() => undefined);
     await etcd?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (opts.keep) log(`soak: kept ${dir} (world, daemon logs, stores)`);
+    else fs.rmSync(dir, { recursive: true, force: true });
   }
   return summarize(opts, results);
 }
