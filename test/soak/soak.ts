@@ -20,6 +20,8 @@ import { daemonGone, readWorld, startWorld, stopWorld, WorldSpec, WorldState } f
 import { EtcdCluster, startEtcdCluster } from "../support/etcd";
 import { makeImage } from "../support/world";
 import {
+  Chunk,
+  chunkFile,
   instanceRoots,
   listProcesses,
   pluginProcesses,
@@ -331,6 +333,29 @@ async function vmsBack(
   return ok ? secondsSince(t0) : undefined;
 }
 
+/**
+ * Waits until `frac` of the image's chunk files are in b-1's store (seen from outside, by
+ * file, every 20 ms): "under way" then, or "finished" / "never started" when that moment was missed.
+ */
+async function midTransfer(
+  w: SoakWorld,
+  img: { digest: string; sizeBytes: number },
+  chunks: readonly Chunk[],
+  frac: number,
+): Promise<"under way" | "finished" | "never started"> {
+  const store = w.store("b-1");
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (storeRecord(store, img.digest) !== undefined) return "finished";
+    const have = chunks
+      .filter((c) => fs.existsSync(chunkFile(store, c.sha256)))
+      .reduce((n, c) => n + c.size, 0);
+    if (have >= frac * img.sizeBytes) return "under way";
+    await sleep(20);
+  }
+  return "never started";
+}
+
 /** kill -9 of the receiving or sending cluster manager while a start pulls a fresh image into b-1. */
 async function transferKill(
   w: SoakWorld,
@@ -361,13 +386,9 @@ async function transferKill(
       return waitForOperation(c, op, { timeoutMs: 120_000 });
     })
     .catch((e: Error) => e);
-  const reached = await poll(async () => {
-    const p = await w.placement(img.digest, "b-1");
-    return p && (p.state === "present" || p.bytesDone >= frac * img.sizeBytes) ? p : undefined;
-  }, 60_000);
-  if (!reached || reached.state === "present") {
-    out.note = `fault missed: the transfer ${reached ? "finished" : "never reached"} ${(frac * 100).toFixed(0)}%`;
-  }
+  const reached = await midTransfer(w, img, chunks, frac);
+  if (reached !== "under way")
+    out.note = `fault missed: the transfer ${reached} before ${(frac * 100).toFixed(0)}%`;
   const verifiedBefore = verifiedChunkBytes(w.store("b-1"), chunks);
   const sender = w.dc("a-1").pid;
   const writtenAtKill = writtenBytes(sender) ?? 0;
@@ -390,7 +411,7 @@ async function transferKill(
   const resent = (writtenBytes(senderNow) ?? 0) - (senderNow === sender ? writtenAtKill : 0);
   const bound = img.sizeBytes - verifiedBefore + CHUNK_SIZE + WRITE_SLACK;
   out.note += `${out.note ? "; " : ""}killed at ${(frac * 100).toFixed(0)}%, ${(verifiedBefore / MiB).toFixed(0)} MiB verified before, re-sent ${(resent / MiB).toFixed(1)} MiB (bound ${(bound / MiB).toFixed(1)})`;
-  if (reached && reached.state !== "present" && resent > bound) {
+  if (reached === "under way" && resent > bound) {
     out.violations.push({
       kind: "bytes-resent",
       detail: `${resent} bytes written by the sender after the kill > bound ${bound} (image ${img.sizeBytes} - verified ${verifiedBefore} + one chunk + ${WRITE_SLACK} slack)`,
@@ -464,11 +485,8 @@ async function removeDuringTransfer(w: SoakWorld, r: () => number, timeoutMs: nu
   const chunks = storeRecord(w.store("a-1"), img.digest)?.chunks ?? [];
   const frac = 0.1 + r() * 0.7;
   const op = await w.retry("b-1", (c) => c.replicateImage(randomUUID(), img.digest, "b-1"));
-  const reached = await poll(async () => {
-    const p = await w.placement(img.digest, "b-1");
-    return p && (p.state === "present" || p.bytesDone >= frac * img.sizeBytes) ? p : undefined;
-  }, 60_000);
-  if (!reached || reached.state === "present") out.note = "fault missed: the transfer was not under way; ";
+  const reached = await midTransfer(w, img, chunks, frac);
+  if (reached !== "under way") out.note = `fault missed: the transfer ${reached}; `;
   const t0 = Date.now();
   try {
     await w.with("b-1", (c) => c.deleteImage(randomUUID(), img.digest));
@@ -541,13 +559,15 @@ async function engineKill(
   const project = path.join(w.dir, `stack-${round}`);
   const stateDir = path.join(w.dir, `stack-${round}-state`);
   fs.mkdirSync(project, { recursive: true });
+  // Its own image: destroying the stack deletes the Image resource's copy, which no other round may need.
+  const image = await makeImage(w.dir, { name: `soak-stack-${round}`, sizeMiB: 4 });
   fs.writeFileSync(path.join(project, "Pulumi.yaml"), `name: soak${round}\nruntime: nodejs\n`);
   fs.symlinkSync(path.join(REPO, "node_modules"), path.join(project, "node_modules"));
   fs.writeFileSync(
     path.join(project, "index.ts"),
     `import * as gci from ${JSON.stringify(path.join(REPO, "sdk"))};
 const catalog = gci.Catalog.fromWorld(${JSON.stringify(w.worldDir)});
-const image = new gci.Image("img", { catalog, datacenter: "a-1", file: ${JSON.stringify(w.baseImage.file)} });
+const image = new gci.Image("img", { catalog, datacenter: "a-1", file: ${JSON.stringify(image.file)} });
 const group = new gci.VirtualMachineGroup("web", { catalog, image, region: "b", count: 2, machineSize: "nano" });
 export const requestId = group.requestId;
 `,
@@ -623,6 +643,7 @@ export const requestId = group.requestId;
     maxBuffer: 64 * MiB,
   }).catch(() => undefined);
   fs.rmSync(project, { recursive: true, force: true });
+  fs.rmSync(image.file, { force: true });
   return out;
 }
 
