@@ -68,3 +68,17 @@ export function checkGroupUpdate(expected: VmGroupRecord, next: VmGroupRecord): 
     );
   }
 }
+
+/**
+ * What a compare-and-swap of a group does, given what is stored: "done" when it already equals
+ * `next` (a retried update), "changed" when it is gone or no longer equals `expected`, else "write".
+ */
+export function groupUpdateStep(
+  stored: VmGroupRecord | undefined,
+  expected: VmGroupRecord,
+  next: VmGroupRecord,
+): "done" | "changed" | "write" {
+  if (stored && sameVmGroup(stored, next)) return "done";
+  if (!stored || !sameVmGroup(stored, expected)) return "changed";
+  return "write";
+}

@@ -31,3 +31,10 @@ export function checkImageRef(ref: ImageRefRecord): ImageRefRecord {
   checkCount(`createdAt of the claim on ${ref.digest}`, ref.createdAt);
   return { digest: ref.digest, datacenter: ref.datacenter, holder: ref.holder, createdAt: ref.createdAt };
 }
+
+/** The key of one claim: digest, datacenter and holder, as a release names it. */
+export function checkImageRefKey(digest: string, datacenter: string, holder: string): void {
+  checkDigest(digest);
+  checkName("claim datacenter", datacenter);
+  checkHolder(holder);
+}

@@ -6,6 +6,7 @@
  */
 
 import { dataLoss, GciError, invalid, notFound } from "../errors";
+import { DIGEST_PATTERN as DIGEST } from "../image/digest";
 import type {
   DatacenterRecord,
   ImageRecord,
@@ -18,7 +19,6 @@ import type {
 } from "./types";
 
 const NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const ENDPOINT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
@@ -191,11 +191,34 @@ export function checkPlacement(p: PlacementRecord): PlacementRecord {
   };
 }
 
-export function checkLeaseArgs(digest: string, datacenter: string, holder: string, ttlMs?: number): void {
+/** The key of a placement: an image digest and a datacenter name. */
+export function checkPlacementKey(digest: string, datacenter: string): void {
+  checkDigest(digest);
+  checkName("placement datacenter", datacenter);
+}
+
+/** The key of a lease: an image digest and a datacenter name. */
+export function checkLeaseKey(digest: string, datacenter: string): void {
   checkDigest(digest);
   checkName("lease datacenter", datacenter);
+}
+
+export function checkLeaseArgs(digest: string, datacenter: string, holder: string, ttlMs?: number): void {
+  checkLeaseKey(digest, datacenter);
   checkId("lease holder", holder);
   if (ttlMs !== undefined) checkPositive("lease ttlMs", ttlMs);
+}
+
+/** A heartbeat: the datacenter's name and the time it was sent. */
+export function checkHeartbeat(name: string, at: number): void {
+  checkName("datacenter name", name);
+  checkCount(`heartbeat time of datacenter "${name}"`, at);
+}
+
+/** The filter of a VM list: each given field checked as the record's own field is. */
+export function checkVmFilter(filter?: { datacenter?: string; requestId?: string }): void {
+  if (filter?.datacenter !== undefined) checkName("datacenter name", filter.datacenter);
+  if (filter?.requestId !== undefined) checkId("VM request id", filter.requestId);
 }
 
 export function checkVmGroup(g: VmGroupRecord): VmGroupRecord {
@@ -300,11 +323,6 @@ export function readAll<R, T>(rows: readonly R[], read: (row: R) => T, onBad: Ba
     }
   }
   return good;
-}
-
-/** True when a stored lease still binds others at `now`. */
-export function leaseLive(lease: LeaseRecord, now: number): boolean {
-  return lease.expiresAt > now;
 }
 
 /** The error for a heartbeat from a datacenter the catalog does not know. */

@@ -117,7 +117,12 @@ export function imageCommand(): Command {
       if (!opts.dc && !opts.all) throw invalid("gci image rm needs --dc <name> or --all");
       const state = requireWorld(worldDir(opts.world));
       const holders = opts.all
-        ? await withCatalog(state, async (c) => (await c.listPlacements(digest)).map((p) => p.datacenter))
+        ? await withCatalog(state, async (c) =>
+            // Receivers first: their removal cancels transfers in, which frees the copies they read.
+            (await c.listPlacements(digest))
+              .sort((a, b) => Number(a.state === "present") - Number(b.state === "present"))
+              .map((p) => p.datacenter),
+          )
         : [opts.dc as string];
       for (const dc of holders) {
         const client = clientFor(state, dc);

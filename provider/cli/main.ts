@@ -1,6 +1,9 @@
+import * as path from "path";
 import { Command, CommanderError } from "commander";
 import { engineEnv } from "../engine/env";
+import { stateRoot } from "../engine/paths";
 import { GciError } from "../errors";
+import { datacenterCommand } from "./datacenter";
 import { runDoctor } from "./doctor";
 import { table } from "./output";
 import { imageCommand, transfersCommand } from "./image";
@@ -39,15 +42,19 @@ export function program(): Command {
     )
     .option(
       "--state <folder>",
-      "state folder (file backend and PULUMI_HOME); default $GCI_STATE or <repo>/.gci",
+      "state folder (file backend and PULUMI_HOME); default $GCI_STATE, else $XDG_STATE_HOME/gci, else ~/.local/state/gci",
     )
     .action((opts: { state?: string }) => {
-      for (const [key, value] of Object.entries(engineEnv({ stateDir: opts.state }))) {
+      const stateDir = path.resolve(opts.state ?? stateRoot());
+      // A comment, so `eval` ignores it and a reader sees where stacks will be kept.
+      console.log(`# GCI state (Pulumi backend and PULUMI_HOME): ${stateDir}`);
+      for (const [key, value] of Object.entries(engineEnv({ stateDir }))) {
         console.log(`export ${key}=${shellQuote(value)}`);
       }
     });
 
   root.addCommand(worldCommand());
+  root.addCommand(datacenterCommand());
   root.addCommand(imageCommand());
   root.addCommand(transfersCommand());
   root.addCommand(vmCommand());

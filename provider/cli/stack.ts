@@ -20,7 +20,7 @@ export function stackCommand(): Command {
       .option("-c, --config <key=value...>", "stack config to set first (key=value, repeatable)")
       .option(
         "--state <folder>",
-        "state folder (file backend and PULUMI_HOME); default $GCI_STATE or <repo>/.gci",
+        "state folder (file backend and PULUMI_HOME); default $GCI_STATE, else $XDG_STATE_HOME/gci, else ~/.local/state/gci",
       )
       .option("--json", "print a JSON summary on stdout (engine output goes to stderr)")
       .action(async (opts) => runOp(op, opts));

@@ -8,7 +8,11 @@ import { clientFor, requireWorld, withCatalog, worldDir } from "./world";
 
 const kindOf = (id: string) => (id.startsWith("proc-") ? "process" : "vm");
 
-/** Waits for an operation where it runs (maybe another datacenter than the one asked). */
+/**
+ * Waits for an operation where it runs (maybe another datacenter than the one asked). With
+ * `reissue` (the same idempotent request, sent to the one asked), an operation forgotten by
+ * a restarted cluster manager is asked for again and followed on.
+ */
 async function follow(
   state: WorldState,
   askedName: string,
@@ -16,10 +20,11 @@ async function follow(
   op: Operation,
   timeoutMs: number,
   onProgress?: (op: Operation) => void,
+  reissue?: () => Promise<Operation>,
 ): Promise<Operation> {
   const runner = op.datacenter && op.datacenter !== askedName ? clientFor(state, op.datacenter) : asked;
   try {
-    return await waitForOperation(runner, op, { timeoutMs, onProgress });
+    return await waitForOperation(runner, op, { timeoutMs, onProgress, reissue });
   } finally {
     if (runner !== asked) runner.close();
   }
@@ -57,15 +62,22 @@ export function vmCommand(): Command {
       let phase = "";
       try {
         const requestId = opts.requestId ?? randomUUID();
-        const op = await client.startVms({
+        const request = {
           request_id: requestId,
           image_digest: opts.image,
           region: opts.region ?? "",
           datacenter: opts.dc ?? "",
           count: opts.count,
           machine_size: opts.size,
-        });
-        const done = await follow(state, via, client, op, opts.timeout * 1000, (o) => {
+        };
+        const op = await client.startVms(request);
+        const reissue = () => {
+          process.stderr.write(
+            `request ${requestId} was forgotten by a restarted cluster manager: sending it again\n`,
+          );
+          return client.startVms(request);
+        };
+        const onProgress = (o: Operation) => {
           const p = o.progress;
           if (!p || opts.json) return;
           if (p.phase === "transfer")
@@ -76,7 +88,8 @@ export function vmCommand(): Command {
             process.stderr.write(`boot: ${p.chunks_total} instance(s) in ${o.datacenter}\n`);
           }
           phase = p.phase;
-        });
+        };
+        const done = await follow(state, via, client, op, opts.timeout * 1000, onProgress, reissue);
         const t = done.start_vms?.transfer;
         if (!opts.json) {
           process.stderr.write(

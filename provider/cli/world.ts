@@ -1,13 +1,12 @@
 import { Command } from "commander";
 import { openCatalog, Catalog } from "../catalog";
 import { ClusterClient } from "../client";
-import { notFound } from "../errors";
+import { notFound, precondition } from "../errors";
 import {
-  DEFAULT_SPEC,
   readSpec,
   specFromFlags,
-  startWorld,
   stopWorldReport,
+  upWorld,
   WorldState,
   worldDir,
   worldStatus,
@@ -16,7 +15,12 @@ import { table, wholeNumber } from "./output";
 
 export { requireWorld, worldDir } from "../world";
 
-/** A client of the named datacenter's cluster manager, from the world's record. */
+/**
+ * A client of the named datacenter's cluster manager. It starts at the world's record and,
+ * when the cluster manager does not answer, looks up where it listens now in the catalog
+ * (a restarted one writes its endpoint there) and retries idempotent calls, saying so on
+ * stderr.
+ */
 export function clientFor(state: WorldState, datacenter: string): ClusterClient {
   const dc = state.datacenters.find((d) => d.name === datacenter);
   if (!dc) {
@@ -24,7 +28,18 @@ export function clientFor(state: WorldState, datacenter: string): ClusterClient 
       `datacenter "${datacenter}" is not in this world (${state.datacenters.map((d) => d.name).join(", ")})`,
     );
   }
-  return new ClusterClient(dc.endpoint);
+  return new ClusterClient(dc.endpoint, {
+    datacenter: {
+      name: datacenter,
+      resolve: () => withCatalog(state, async (c) => (await c.getDatacenter(datacenter))?.endpoint),
+    },
+    retry: {
+      onRetry: (e) =>
+        process.stderr.write(
+          `${e.datacenter} unavailable, retrying (${Math.round(e.elapsedMs / 1000)} s)...\n`,
+        ),
+    },
+  });
 }
 
 /** Opens the world's catalog for the duration of `fn`. */
@@ -43,7 +58,9 @@ export function worldCommand(): Command {
   );
   cmd
     .command("up")
-    .description("start a world (default: regions us:2, eu:1, ap:1); a running world is left as it is")
+    .description(
+      "start a world (default: regions us:2, eu:1, ap:1); in a running world, restart only the datacenters that are down, on their endpoints",
+    )
     .option("--world <dir>", "world folder (default $GCI_WORLD or .gci/world)")
     .option("--config <file>", 'world config JSON: {"regions": {"us": ["us-1", "us-2"]}, "vcpus": 16}')
     .option(
@@ -58,22 +75,40 @@ export function worldCommand(): Command {
     )
     .option("--json", "print the world as JSON")
     .action(async (opts) => {
-      const spec = opts.config
-        ? readSpec(opts.config)
-        : opts.region
-          ? specFromFlags(opts.region)
-          : DEFAULT_SPEC;
+      // No shape on the command line: a recorded world keeps its own, a new one gets the default.
+      const spec = opts.config ? readSpec(opts.config) : opts.region ? specFromFlags(opts.region) : undefined;
       const extra = opts.maxTransferRate ? ["--max-transfer-rate", String(opts.maxTransferRate)] : [];
-      const state = await startWorld(worldDir(opts.world), spec, extra);
-      if (opts.json) console.log(JSON.stringify(state, null, 2));
+      const { state, actions, failures } = await upWorld(worldDir(opts.world), spec, extra);
+      const actionOf = (name: string) => {
+        const a = actions.find((x) => x.name === name);
+        if (a) return a.detail ? `${a.action} (${a.detail})` : a.action;
+        return "FAILED";
+      };
+      if (opts.json)
+        console.log(JSON.stringify({ ...state, actions, failures: failures.map(failureJson) }, null, 2));
       else {
         console.log(
           table(
-            ["datacenter", "region", "endpoint", "pid"],
-            state.datacenters.map((d) => [d.name, d.region, d.endpoint, String(d.pid)]),
+            ["datacenter", "region", "endpoint", "pid", "action"],
+            state.datacenters.map((d) => [
+              d.name,
+              d.region,
+              d.endpoint,
+              failures.some((f) => f.name === d.name) ? "-" : String(d.pid),
+              actionOf(d.name),
+            ]),
           ),
         );
         console.log(`\nworld folder: ${state.dir}\ncatalog: ${state.catalog}\nstop it with: gci world down`);
+      }
+      if (failures.length > 0) {
+        // Exit 0 only when every datacenter serves; the others keep running.
+        for (const f of failures.slice(1)) console.error(`gci: ${f.name}: ${f.error.message}`);
+        throw failures.length === 1
+          ? failures[0].error
+          : precondition(
+              `${failures.length} datacenters did not start, the first: ${failures[0].error.message}`,
+            );
       }
     });
   cmd
@@ -87,8 +122,16 @@ export function worldCommand(): Command {
       else {
         console.log(
           table(
-            ["datacenter", "region", "endpoint", "health", "images", "transfers"],
-            rows.map((r) => [r.name, r.region, r.endpoint, r.health, String(r.images), String(r.transfers)]),
+            ["datacenter", "region", "endpoint", "pid", "health", "images", "transfers"],
+            rows.map((r) => [
+              r.name,
+              r.region,
+              r.endpoint,
+              r.health === "DOWN" ? "-" : String(r.pid),
+              r.health,
+              String(r.images),
+              String(r.transfers),
+            ]),
           ),
         );
       }
@@ -107,4 +150,8 @@ export function worldCommand(): Command {
       else if (report.gone.length === 0) console.log("no world was running");
     });
   return cmd;
+}
+
+function failureJson(f: { name: string; error: Error }): { name: string; error: string } {
+  return { name: f.name, error: f.error.message };
 }

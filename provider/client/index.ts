@@ -13,8 +13,11 @@ import type { UploadHeader } from "../../schema/gen/gci/v1/UploadHeader";
 import type { Vm__Output as Vm } from "../../schema/gen/gci/v1/Vm";
 import { CHANNEL_OPTIONS, loadApi } from "../rpc/proto";
 import { fromStatus } from "../rpc/status";
+import { IDEMPOTENT, isNotFound, Retrier, RetryOptions, withRetry } from "./retry";
 
 export type { Image, Operation, StartPlan, StartVmsRequest, Vm };
+export { IDEMPOTENT, isNotFound, isUnavailable, retryBoundMs } from "./retry";
+export type { RetryEvent, RetryOptions } from "./retry";
 
 /** Options of a ClusterClient. */
 export interface ClusterClientArgs {
@@ -29,6 +32,36 @@ export interface ClusterClientArgs {
    * @default none
    */
   readonly metadata?: Readonly<Record<string, string>>;
+  /**
+   * Makes this a client of a datacenter rather than of one endpoint: on UNAVAILABLE, an
+   * idempotent call (see retry.ts) looks the endpoint up again with `resolve` (the catalog
+   * records where each cluster manager listens now) and is sent again, within `retry`.
+   * @default none: every call goes to the endpoint given, once
+   */
+  readonly datacenter?: { readonly name: string; readonly resolve: () => Promise<string | undefined> };
+  readonly retry?: RetryOptions;
+}
+
+type Health = grpc.Client & { check: grpc.requestCallback<unknown> & CallableFunction };
+
+/** The three service stubs of one channel to one endpoint. */
+interface Connection {
+  readonly endpoint: string;
+  readonly cm: ClusterManagerClient;
+  readonly peer: PeerClient;
+  readonly health: Health;
+}
+
+function connect(endpoint: string): Connection {
+  const { api } = loadApi();
+  const creds = grpc.credentials.createInsecure();
+  const cm = new api.gci.v1.ClusterManager(endpoint, creds, CHANNEL_OPTIONS);
+  // One channel for all three services: the peer and health clients reuse the first one's.
+  const channelOverride = cm.getChannel();
+  const peer = new api.gci.v1.Peer(endpoint, creds, { ...CHANNEL_OPTIONS, channelOverride });
+  const HealthClient = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, "Health");
+  const health = new HealthClient(endpoint, creds, { channelOverride }) as unknown as Health;
+  return { endpoint, cm, peer, health };
 }
 
 const UPLOAD_PART = 1024 * 1024;
@@ -38,31 +71,62 @@ const UPLOAD_PART = 1024 * 1024;
  * come back as GciErrors with the server's code and message.
  */
 export class ClusterClient {
-  private readonly cm: ClusterManagerClient;
-  private readonly peer: PeerClient;
-  private readonly health: grpc.Client & { check: grpc.requestCallback<unknown> & CallableFunction };
+  private conn: Connection;
   private readonly deadlineMs: number;
   private readonly metadata: Readonly<Record<string, string>>;
+  private readonly retrier?: Retrier;
+  private closed = false;
 
   constructor(
-    readonly endpoint: string,
-    args: ClusterClientArgs = {},
+    endpoint: string,
+    private readonly args: ClusterClientArgs = {},
   ) {
-    const { api } = loadApi();
-    const creds = grpc.credentials.createInsecure();
-    this.cm = new api.gci.v1.ClusterManager(endpoint, creds, CHANNEL_OPTIONS);
-    // One channel for all three services: the peer and health clients reuse the first one's.
-    const channelOverride = this.cm.getChannel();
-    this.peer = new api.gci.v1.Peer(endpoint, creds, { ...CHANNEL_OPTIONS, channelOverride });
-    const Health = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, "Health");
-    this.health = new Health(endpoint, creds, { channelOverride }) as unknown as typeof this.health;
+    this.conn = connect(endpoint);
     this.deadlineMs = args.deadlineMs ?? 30_000;
     this.metadata = args.metadata ?? {};
+    const dc = args.datacenter;
+    if (dc) {
+      this.retrier = {
+        datacenter: dc.name,
+        endpoint: () => this.conn.endpoint,
+        reconnect: () => this.reconnect(dc.resolve),
+      };
+    }
+  }
+
+  /** Where the next call goes (changes when a datacenter client re-resolves). */
+  get endpoint(): string {
+    return this.conn.endpoint;
+  }
+
+  /** The datacenter this client follows, if it is a datacenter client. */
+  get datacenter(): string | undefined {
+    return this.args.datacenter?.name;
+  }
+
+  /**
+   * A fresh channel to the endpoint the resolver names now. Fresh also when the endpoint is
+   * the same: the old channel backs off between reconnects (up to minutes) and would fail
+   * calls meanwhile. A failing resolver (the catalog unreachable) keeps the last endpoint.
+   */
+  private async reconnect(resolve: () => Promise<string | undefined>): Promise<void> {
+    const endpoint = (await resolve().catch(() => undefined)) || this.conn.endpoint;
+    if (this.closed) return;
+    const old = this.conn;
+    this.conn = connect(endpoint);
+    old.cm.close();
   }
 
   private call<Req, Res>(method: string, req: Req, deadlineMs = this.deadlineMs): Promise<Res> {
+    const once = () => this.callOnce<Req, Res>(method, req, deadlineMs);
+    if (!this.retrier || !IDEMPOTENT.has(method)) return once();
+    return withRetry(this.retrier, method, this.args.retry ?? {}, once);
+  }
+
+  private callOnce<Req, Res>(method: string, req: Req, deadlineMs: number): Promise<Res> {
     return new Promise((resolve, reject) => {
-      const fn = (this.cm as unknown as Record<string, CallableFunction>)[method].bind(this.cm);
+      const cm = this.conn.cm;
+      const fn = (cm as unknown as Record<string, CallableFunction>)[method].bind(cm);
       const metadata = new grpc.Metadata();
       for (const [key, value] of Object.entries(this.metadata)) metadata.set(key, value);
       fn(req, metadata, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: Res) =>
@@ -74,7 +138,7 @@ export class ClusterClient {
   /** The standard health check: "SERVING" when the cluster manager is up. */
   checkHealth(deadlineMs = 5000): Promise<string> {
     return new Promise((resolve, reject) => {
-      (this.health as unknown as Record<string, CallableFunction>).check(
+      (this.conn.health as unknown as Record<string, CallableFunction>).check(
         { service: "" },
         { deadline: Date.now() + deadlineMs },
         (err: grpc.ServiceError | null, res: { status: string }) =>
@@ -83,10 +147,13 @@ export class ClusterClient {
     });
   }
 
-  /** Streams an image archive to the cluster manager; `onBytes` sees the running total sent. */
+  /**
+   * Streams an image archive to the cluster manager; `onBytes` sees the running total sent.
+   * Never retried, not even before the first byte: the source is a one-pass stream.
+   */
   uploadImage(source: Readable, header: UploadHeader, onBytes?: (sent: number) => void): Promise<Image> {
     return new Promise((resolve, reject) => {
-      const stream = this.cm.uploadImage((err, res) => (err ? reject(fromStatus(err)) : resolve(res!)));
+      const stream = this.conn.cm.uploadImage((err, res) => (err ? reject(fromStatus(err)) : resolve(res!)));
       stream.write({ header });
       let sent = 0;
       source.on("data", (buf: Buffer) => {
@@ -180,13 +247,31 @@ export class ClusterClient {
 
   /** The peer stream: asks this cluster manager to transmit an image. */
   transmitImage(req: TransmitImageRequest): grpc.ClientReadableStream<TransmitImageResponse__Output> {
-    return this.peer.transmitImage(req);
+    return this.conn.peer.transmitImage(req);
   }
 
   close(): void {
-    this.cm.close();
+    this.closed = true;
+    this.conn.cm.close();
   }
 }
+
+/** Options of waitForOperation. */
+export interface WaitOptions {
+  readonly timeoutMs: number;
+  readonly onProgress?: (op: Operation) => void;
+  /**
+   * Sends the operation's request again, with the same request id. Operations live in the
+   * cluster manager's memory: after it restarted, WaitOperation answers NOT_FOUND for ours.
+   * The request is idempotent on the server, so sending it again finds the work done so far
+   * (in the catalog) and answers a new operation to follow.
+   * @default none: NOT_FOUND is the caller's
+   */
+  readonly reissue?: () => Promise<Operation>;
+}
+
+/** Re-issues allowed for one wait: each one is a restart of the cluster manager meanwhile. */
+const MAX_REISSUES = 5;
 
 /**
  * Polls an operation until it is done, reporting each state to `onProgress` (four times a
@@ -195,10 +280,11 @@ export class ClusterClient {
 export async function waitForOperation(
   client: ClusterClient,
   op: Operation,
-  opts: { timeoutMs: number; onProgress?: (op: Operation) => void },
+  opts: WaitOptions,
 ): Promise<Operation> {
   const deadline = Date.now() + opts.timeoutMs;
   let current = op;
+  let reissues = 0;
   while (!current.done) {
     opts.onProgress?.(current);
     const left = deadline - Date.now();
@@ -209,8 +295,14 @@ export async function waitForOperation(
         message: "",
       });
     }
-    // A short wait, so progress (bytes, instances ready) is reported several times a second.
-    current = await client.waitOperation(op.id, Math.min(250, left));
+    try {
+      // A short wait, so progress (bytes, instances ready) is reported several times a second.
+      current = await client.waitOperation(current.id, Math.min(250, left));
+    } catch (e) {
+      if (!opts.reissue || !isNotFound(e) || reissues >= MAX_REISSUES) throw e;
+      reissues++;
+      current = await opts.reissue();
+    }
   }
   opts.onProgress?.(current);
   if (current.error)

@@ -2,12 +2,24 @@
  * What a cluster manager frees when nothing uses it: extracted images no group or live
  * instance of this datacenter uses, stored copies no placement names (the bytes a crash in
  * DeleteImage can leave), and the chunks and temporary files no stored image references
- * (what failed transfers leave; the store keeps them for its grace period first). It runs
- * after deletes and failed transfers, at start and on a slow timer, and logs what it freed.
+ * (what failed, cancelled and abandoned transfers leave). It runs after deletes and failed
+ * transfers, at start and on a slow timer, and logs what it freed.
+ *
+ * The rule for a chunk no stored image references (see ImageStore.gc):
+ * - a chunk a pull running in this process names (what it told the source it holds, then its
+ *   image's layout) is kept, however old: the pull commits it;
+ * - a chunk of a cancelled pull (its image was removed here, see ImagePuller.cancel) goes at
+ *   once: no retry will want it;
+ * - any other (a pull that failed, or one a crash ended and that is not resumed) is kept for
+ *   the grace period after it was last written (--chunk-grace-ms, default GC_GRACE_MS: 1 h), so
+ *   a retry of the same image sends only what is missing, then goes. A run that keeps young
+ *   chunks runs again once they are past the grace.
+ * So the store's bytes come back to what its stored images need, and nothing a live pull or a
+ * stored image needs is ever taken.
  */
 
 import type { Catalog, VmState } from "../catalog";
-import type { ImageStore } from "../image";
+import { GC_GRACE_MS, type ImageStore } from "../image";
 import type { InstanceManager } from "./instances";
 import type { Logger } from "./log";
 
@@ -65,27 +77,53 @@ export interface CollectorArgs {
   readonly instances: InstanceManager;
   readonly use: CopyUse;
   readonly log: Logger;
+  /** The chunks pulls running now rely on (ImagePuller.liveChunks). @default none */
+  readonly liveChunks?: () => ReadonlySet<string>;
+  /** How long an unreferenced chunk no live pull names is kept (--chunk-grace-ms). @default GC_GRACE_MS */
+  readonly chunkGraceMs?: number;
 }
 
 /** The collector of one cluster manager; one run at a time. */
 export class Collector {
   private last: Promise<void> = Promise.resolve();
+  /** The run after the grace of chunks a run kept for being young; one at a time. */
+  private later?: NodeJS.Timeout;
 
   constructor(private readonly args: CollectorArgs) {}
 
-  /** Runs once after any run in progress; never rejects (a failure is logged, the next run retries). */
-  collect(reason: string): Promise<void> {
+  /**
+   * Runs once after any run in progress; never rejects (a failure is logged, the next run
+   * retries). `drop`: chunks of a cancelled pull, freed now whatever their age.
+   */
+  collect(reason: string, drop?: ReadonlySet<string>): Promise<void> {
     this.last = this.last.then(() =>
-      this.once(reason).catch((e) => this.args.log.warn("collect.failed", { reason, error: String(e) })),
+      this.once(reason, drop).catch((e) =>
+        this.args.log.warn("collect.failed", { reason, error: String(e) }),
+      ),
     );
     return this.last;
   }
 
-  private async once(reason: string): Promise<void> {
+  /** Stops the run scheduled after a grace period. */
+  stop(): void {
+    clearTimeout(this.later);
+    this.later = undefined;
+  }
+
+  private async once(reason: string, drop?: ReadonlySet<string>): Promise<void> {
+    const graceMs = this.args.chunkGraceMs ?? GC_GRACE_MS;
     const used = await this.usedDigests();
     const extracted = await this.args.instances.collectExtracted(used);
     const copies = await this.unplacedCopies(used);
-    const gc = await this.args.store.gc();
+    const gc = await this.args.store.gc({ graceMs, keep: this.args.liveChunks?.(), drop });
+    if (gc.chunksYoung > 0 && !this.later) {
+      // Chunks a failed pull left: kept for a retry until the grace ends, then this frees them.
+      this.later = setTimeout(() => {
+        this.later = undefined;
+        void this.collect("grace");
+      }, graceMs + 100);
+      this.later.unref();
+    }
     if (extracted + copies + gc.chunksRemoved + gc.tmpFilesRemoved === 0) return;
     this.args.log.info("collect.freed", {
       reason,

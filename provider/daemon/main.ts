@@ -5,7 +5,12 @@ import { ClusterManager, DEFAULT_MAX_UPLOAD_BYTES } from "./server";
 /**
  * The cluster-manager process: `node dist/provider/daemon/main.js --datacenter us-1 ...`.
  * `gci world up` starts one per datacenter. It writes its endpoint to --ready-file once
- * serving, and stops cleanly on SIGTERM or SIGINT.
+ * serving. Signals:
+ *   SIGTERM, SIGINT  the datacenter shuts down (`gci world down`): its VMs and process
+ *                    instances are stopped, then the daemon exits.
+ *   SIGUSR2          the daemon stops serving and exits, its VMs and process instances keep
+ *                    running (`gci datacenter restart`): the next daemon adopts them.
+ *   SIGKILL          like SIGUSR2 without the graceful end of in-flight calls.
  */
 export async function main(argv: string[]): Promise<void> {
   const opts = new Command("gci-cluster-manager")
@@ -23,6 +28,8 @@ export async function main(argv: string[]): Promise<void> {
       "largest image archive this datacenter accepts, by upload or transfer",
       String(DEFAULT_MAX_UPLOAD_BYTES),
     )
+    .option("--chunk-grace-ms <ms>", "how long chunks of a failed transfer are kept for a retry")
+    .option("--transfer-retry-ms <ms>", "how long a transfer keeps retrying before it fails")
     .option("--ready-file <path>", "write {endpoint, pid} here once serving")
     .parse(argv)
     .opts();
@@ -38,6 +45,8 @@ export async function main(argv: string[]): Promise<void> {
       : undefined,
     maxTransferRate: Number(opts.maxTransferRate),
     maxUploadBytes: Number(opts.maxUploadBytes),
+    chunkGraceMs: opts.chunkGraceMs === undefined ? undefined : Number(opts.chunkGraceMs),
+    transferRetryMs: opts.transferRetryMs === undefined ? undefined : Number(opts.transferRetryMs),
   });
   const endpoint = await cm.start();
   if (opts.readyFile) {
@@ -45,18 +54,18 @@ export async function main(argv: string[]): Promise<void> {
     fs.renameSync(opts.readyFile + ".tmp", opts.readyFile);
   }
   let stopping = false;
-  const stop = () => {
+  const stop = (stopInstances: boolean) => () => {
     if (stopping) return;
     stopping = true;
-    // SIGTERM is a datacenter shutting down (`gci world down`): its instances stop too.
-    // A kill -9 leaves them running, and the next start finds them again.
-    cm.stop(5000, true).then(
+    cm.log.info("stopping", { instances: stopInstances ? "stop" : "keep" });
+    cm.stop(5000, stopInstances).then(
       () => process.exit(0),
       () => process.exit(1),
     );
   };
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop(true));
+  process.on("SIGINT", stop(true));
+  process.on("SIGUSR2", stop(false));
   // A handler never crashes the daemon: anything that escapes is logged, not fatal.
   process.on("unhandledRejection", (e) => cm.log.error("unhandled", { error: String(e) }));
 }

@@ -27,7 +27,7 @@ import { HOPS_KEY, nextHop, routeOf } from "./forwarding";
 import { InstanceManager } from "./instances";
 import { Logger } from "./log";
 import { Operations } from "./operations";
-import { ImagePuller, transmit } from "./transfer";
+import { ImagePuller, removedWhileTransferring, transmit } from "./transfer";
 import { UPLOAD_BUFFER_BYTES, type UploadCall, receiveUpload } from "./upload";
 import { cgroupSupport } from "../vm/cgroup";
 import { probeAcceleratorNow } from "../vm/qemu";
@@ -67,6 +67,18 @@ export interface ClusterManagerArgs {
    * @default DEFAULT_MAX_UPLOAD_BYTES (4 GiB)
    */
   readonly maxUploadBytes?: number;
+  /**
+   * How long a chunk of a failed transfer is kept for a retry before the collector frees it
+   * (see provider/daemon/collector.ts), in milliseconds.
+   * @default GC_GRACE_MS (1 hour)
+   */
+  readonly chunkGraceMs?: number;
+  /**
+   * How long a transfer keeps retrying (its sources may be restarting) before it gives up and
+   * its placement is "failed", in milliseconds.
+   * @default RETRY_FOR_MS (60 s)
+   */
+  readonly transferRetryMs?: number;
   /** Where log lines go. @default stdout */
   readonly logStream?: NodeJS.WritableStream;
 }
@@ -78,6 +90,8 @@ export const MAX_CONCURRENT_UPLOADS = 8;
 /** The largest archive a datacenter accepts unless told otherwise (--max-upload-bytes). */
 export const DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024 * MiB;
 const MAX_COUNT = 1000;
+/** How long DeleteImage waits for transfers out that are ending (their receiver removed the image). */
+const TRANSFERS_OUT_WAIT_MS = 3000;
 
 /** What a forward needs of the call it forwards: its metadata, which carries the route. */
 type Incoming = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata">;
@@ -110,6 +124,8 @@ export class ClusterManager {
           `accepts as a whole number of bytes, e.g. --max-upload-bytes ${DEFAULT_MAX_UPLOAD_BYTES}`,
       );
     }
+    checkMs("chunkGraceMs", "--chunk-grace-ms", args.chunkGraceMs);
+    checkMs("transferRetryMs", "--transfer-retry-ms", args.transferRetryMs);
     this.log = new Logger(args.datacenter, args.logStream);
     this.ops = new Operations(args.datacenter);
   }
@@ -133,6 +149,7 @@ export class ClusterManager {
       store: this.store,
       catalog: this.catalog,
       log: this.log,
+      retryForMs: this.args.transferRetryMs,
     });
     this.instances = new InstanceManager({
       datacenter,
@@ -148,6 +165,8 @@ export class ClusterManager {
       instances: this.instances,
       use: this.copyUse,
       log: this.log,
+      liveChunks: () => this.puller.liveChunks(),
+      chunkGraceMs: this.args.chunkGraceMs,
     });
     this.addServices();
     const host = this.args.host ?? "127.0.0.1";
@@ -212,6 +231,7 @@ export class ClusterManager {
   async stop(graceMs = 5000, stopInstances = false): Promise<void> {
     clearInterval(this.heartbeat);
     clearInterval(this.collectTimer);
+    this.collector?.stop();
     if (stopInstances)
       await this.instances?.stopAll().catch((e) => this.log.warn("stop_all.failed", { error: String(e) }));
     await new Promise<void>((resolve) => {
@@ -423,6 +443,15 @@ export class ClusterManager {
    * DeleteImage: this datacenter's copy goes, unless something uses it. The placement goes
    * first and the bytes after, so a crash between the two leaves bytes no placement names
    * (the collector frees them), never a "present" copy without bytes.
+   *
+   * A removal wins over a transfer of the image into this datacenter (a replica, or one resumed
+   * after a restart): the transfer is cancelled, the requests waiting on it fail, its placement
+   * goes and its chunks are freed now, even when the copy being transferred in is the only one
+   * this datacenter would have. What still refuses it: a VM group or instance here that uses the
+   * image (a start's transfer has its group, so it is never cancelled), a claim, and transfers
+   * out of this datacenter reading its copy (remove it from the receivers first; `gci image rm
+   * --all` does, and a transfer out whose receiver cancelled it is waited for, up to
+   * TRANSFERS_OUT_WAIT_MS).
    */
   private async deleteImage(requestId: string, digest: string): Promise<Image> {
     const image = await this.describeImage(digest);
@@ -430,7 +459,9 @@ export class ClusterManager {
       throw unavailable(`image ${digest} is being deleted from ${this.name}: retry`);
     this.deleting.add(digest);
     try {
+      await this.waitForTransfersOut(digest);
       await this.refuseIfUsed(digest);
+      const partial = await this.puller.cancel(digest, removedWhileTransferring(digest, this.name));
       await this.catalog.deletePlacement(digest, this.name);
       // A start or transfer that began while the placement was still there: the copy stays.
       if ((await this.copyUsers(digest)).length > 0) {
@@ -442,7 +473,7 @@ export class ClusterManager {
       failpoint("delete-image.between");
       await this.store.delete(digest);
       this.log.info("image.deleted", { requestId, digest, copiesLeft: left.length });
-      await this.collector.collect("image.deleted");
+      await this.collector.collect("image.deleted", partial);
       return { ...image, datacenters: left.map((p) => p.datacenter).sort() };
     } finally {
       this.deleting.delete(digest);
@@ -459,6 +490,19 @@ export class ClusterManager {
       error: "",
       updatedAt: Date.now(),
     });
+  }
+
+  /**
+   * Waits up to TRANSFERS_OUT_WAIT_MS while transfers out are the only users of the copy: one
+   * whose receiver just removed the image (and so cancelled it) ends within moments.
+   */
+  private async waitForTransfersOut(digest: string): Promise<void> {
+    const until = Date.now() + TRANSFERS_OUT_WAIT_MS;
+    for (;;) {
+      const readers = this.copyUse.readersOf(digest).length;
+      if (readers === 0 || Date.now() > until || (await this.copyUsers(digest)).length > readers) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /** FAILED_PRECONDITION naming every user of this datacenter's copy of `digest`, and the fix. */
@@ -859,6 +903,14 @@ export class ClusterManager {
       }
     });
   }
+}
+
+/** Refuses a duration option that is not a whole number of milliseconds, naming its flag. */
+function checkMs(field: string, flag: string, value: number | undefined): void {
+  if (value === undefined || (Number.isSafeInteger(value) && value >= 0)) return;
+  throw invalid(
+    `${field} ${String(value)} is not valid: give a whole number of milliseconds, 0 or more, e.g. ${flag} 60000`,
+  );
 }
 
 async function withClient<T>(client: ClusterClient, fn: (c: ClusterClient) => Promise<T>): Promise<T> {

@@ -11,7 +11,7 @@ import type {
 } from "../../schema/gen/gci/v1/TransmitImageResponse";
 import type { Catalog, PlacementRecord } from "../catalog";
 import { ClusterClient } from "../client";
-import { dataLoss, exhausted, GciError, notFound, unavailable } from "../errors";
+import { dataLoss, exhausted, GciError, notFound, precondition, unavailable } from "../errors";
 import { type ImageInfo, type ImageStore, checkChunkList, readImage } from "../image";
 import { toStatus } from "../rpc/status";
 import type { Logger } from "./log";
@@ -64,7 +64,7 @@ export const LEASE_TTL_MS = 15_000;
 /** How long a request waits for another transfer of the same image to finish. */
 const WAIT_FOR_OTHER_MS = 30 * 60_000;
 /** How long a pull keeps retrying (its sources may be restarting), with backoff up to 2 s. */
-const RETRY_FOR_MS = 60_000;
+export const RETRY_FOR_MS = 60_000;
 const WRITES_IN_FLIGHT = 4;
 /** Received chunks the archive validator has not read yet, at most (4 MiB each). */
 const WAITING_FOR_VALIDATION = 8;
@@ -276,6 +276,24 @@ export interface PullerArgs {
   readonly store: ImageStore;
   readonly catalog: Catalog;
   readonly log: Logger;
+  /** How long a pull keeps retrying before its placement is "failed" (--transfer-retry-ms). @default RETRY_FOR_MS */
+  readonly retryForMs?: number;
+}
+
+/** One pull running in this process: how to cancel it, and the chunks it relies on. */
+interface Pull {
+  done: Promise<TransferSummary | undefined>;
+  readonly cancel: AbortController;
+  /** The chunks the collector must keep for it: those it said it held, then its image's layout. */
+  chunks: ReadonlySet<string>;
+}
+
+/** The error a cancelled pull ends with, and every request waiting on it. */
+export function removedWhileTransferring(digest: string, datacenter: string): GciError {
+  return precondition(
+    `image ${digest} was removed from ${datacenter} while it was being transferred: the transfer was ` +
+      `cancelled; push or replicate the image again if ${datacenter} still needs it`,
+  );
 }
 
 /**
@@ -284,7 +302,7 @@ export interface PullerArgs {
  * catalog makes exactly one transfer run and the others wait for its placement.
  */
 export class ImagePuller {
-  private readonly inflight = new Map<string, Promise<TransferSummary | undefined>>();
+  private readonly inflight = new Map<string, Pull>();
   private readonly listeners = new Map<string, Set<(p: TransferProgress) => void>>();
 
   constructor(private readonly args: PullerArgs) {}
@@ -305,21 +323,49 @@ export class ImagePuller {
     }
     let pull = this.inflight.get(digest);
     if (!pull) {
-      pull = this.pull(digest, requestId).finally(() => {
+      const started: Pull = {
+        done: Promise.resolve(undefined),
+        cancel: new AbortController(),
+        chunks: new Set(),
+      };
+      started.done = this.pull(digest, requestId, started).finally(() => {
         this.inflight.delete(digest);
         this.listeners.delete(digest);
       });
-      this.inflight.set(digest, pull);
+      this.inflight.set(digest, started);
+      pull = started;
     }
-    return pull;
+    return pull.done;
+  }
+
+  /**
+   * Cancels the pull of `digest` running here, if any (the image is being removed from this
+   * datacenter): it stops, every request waiting on it fails with `reason`, and no placement is
+   * left. Resolves once it has ended, with the chunks it had named (for the collector to drop).
+   */
+  async cancel(digest: string, reason: GciError): Promise<ReadonlySet<string>> {
+    const pull = this.inflight.get(digest);
+    if (!pull) return new Set();
+    pull.cancel.abort(reason);
+    await pull.done.catch(() => undefined);
+    this.args.log.info("transfer.cancelled", { digest, error: reason.message });
+    return pull.chunks;
+  }
+
+  /** Every chunk a pull running here relies on: the collector keeps them, whatever their age. */
+  liveChunks(): Set<string> {
+    const live = new Set<string>();
+    for (const pull of this.inflight.values()) for (const sha of pull.chunks) live.add(sha);
+    return live;
   }
 
   private emit(digest: string, p: TransferProgress): void {
     for (const fn of this.listeners.get(digest) ?? []) fn(p);
   }
 
-  private async pull(digest: string, requestId: string): Promise<TransferSummary | undefined> {
+  private async pull(digest: string, requestId: string, state: Pull): Promise<TransferSummary | undefined> {
     const { datacenter, store, catalog } = this.args;
+    const { signal } = state.cancel;
     if (await store.has(digest)) {
       await this.markPresent(digest, requestId);
       return undefined;
@@ -328,6 +374,7 @@ export class ImagePuller {
     const waitUntil = Date.now() + WAIT_FOR_OTHER_MS;
     while (!(await catalog.acquireLease(digest, datacenter, holder, LEASE_TTL_MS))) {
       if (await store.has(digest)) return undefined;
+      signal.throwIfAborted();
       if (Date.now() > waitUntil)
         throw unavailable(`gave up waiting for another transfer of ${digest} into ${datacenter}`);
       await sleep(250);
@@ -341,18 +388,24 @@ export class ImagePuller {
         await this.markPresent(digest, requestId);
         return undefined;
       }
-      return await this.pullWithRetries(digest, requestId);
+      return await this.pullWithRetries(digest, requestId, state);
+    } catch (e) {
+      // A cancelled pull leaves no placement: the removal that cancelled it deletes the image here.
+      if (signal.aborted) await catalog.deletePlacement(digest, datacenter);
+      throw e;
     } finally {
       clearInterval(renew);
       await catalog.releaseLease(digest, datacenter, holder).catch(() => undefined);
     }
   }
 
-  private async pullWithRetries(digest: string, requestId: string): Promise<TransferSummary> {
+  private async pullWithRetries(digest: string, requestId: string, state: Pull): Promise<TransferSummary> {
     const { datacenter, catalog, log } = this.args;
+    const { signal } = state.cancel;
     let lastError: unknown;
-    const giveUpAt = Date.now() + RETRY_FOR_MS;
+    const giveUpAt = Date.now() + (this.args.retryForMs ?? RETRY_FOR_MS);
     for (let attempt = 1; Date.now() < giveUpAt; attempt++) {
+      signal.throwIfAborted();
       const sources = await this.sources(digest);
       log.info("image.lookup", {
         requestId,
@@ -369,8 +422,10 @@ export class ImagePuller {
       }
       for (const source of sources) {
         try {
-          return await this.pullFrom(digest, source.datacenter, requestId);
+          return await this.pullFrom(digest, source.datacenter, requestId, state);
         } catch (e) {
+          // A removal cancelled it: no retry, no "failed" placement.
+          signal.throwIfAborted();
           lastError = e;
           log.warn("transfer.failed", {
             requestId,
@@ -411,12 +466,20 @@ export class ImagePuller {
       );
   }
 
-  private async pullFrom(digest: string, source: string, requestId: string): Promise<TransferSummary> {
+  private async pullFrom(
+    digest: string,
+    source: string,
+    requestId: string,
+    state: Pull,
+  ): Promise<TransferSummary> {
     const { datacenter, store, catalog, log } = this.args;
+    const { signal } = state.cancel;
     const dc = await catalog.getDatacenter(source);
     if (!dc) throw notFound(`datacenter ${source} is not in the catalog any more`);
     const held = [...(await store.listChunks())];
     const heldSet = new Set(held);
+    // What we tell the source we hold must still be here when its layout names it.
+    state.chunks = heldSet;
     log.info("transfer.requested", {
       requestId,
       digest,
@@ -427,6 +490,9 @@ export class ImagePuller {
     const started = Date.now();
     const client = new ClusterClient(dc.endpoint);
     const watch = new TransferWatch(digest, source);
+    const cancelled = (): void => watch.cancel(signal.reason as GciError);
+    if (signal.aborted) cancelled();
+    signal.addEventListener("abort", cancelled, { once: true });
     let layout: ChunkRef__Output[] | undefined;
     let name = "";
     let bytesTotal = 0;
@@ -445,7 +511,8 @@ export class ImagePuller {
         windowBytes = 0;
         windowStart = now;
       }
-      if (!force && now - lastReport < 500) return;
+      // A cancelled pull writes no placement: the removal deletes it.
+      if (signal.aborted || (!force && now - lastReport < 500)) return;
       lastReport = now;
       this.emit(digest, { bytesDone, bytesTotal, chunksDone, chunksTotal: layout?.length ?? 0, rate });
       await catalog.putPlacement({
@@ -510,6 +577,7 @@ export class ImagePuller {
             layout = checkChunkList(digest, msg.layout.chunks);
             name = msg.layout.name;
             bytesTotal = checkImageSize(digest, source, layout, this.args);
+            state.chunks = new Set(layout.map((c) => c.sha256));
             watch.startDeadline(bytesTotal);
             for (const c of layout) {
               if (heldSet.has(c.sha256)) {
@@ -574,9 +642,12 @@ export class ImagePuller {
         sizeBytes: entry.sizeBytes,
       });
       const seconds = (Date.now() - started) / 1000;
+      // Cancelled after its bytes were stored: the removal deletes the copy; it must not be "present".
+      signal.throwIfAborted();
       await this.markPresent(digest, requestId);
       return { digest, source, destination: datacenter, bytes: wire, seconds };
     } finally {
+      signal.removeEventListener("abort", cancelled);
       watch.stop();
       client.close();
     }
@@ -600,7 +671,11 @@ export class ImagePuller {
     log.info("placement.recorded", { requestId, digest, state: "present" });
   }
 
-  /** On start-up: resume the transfers this datacenter had running when it stopped. */
+  /**
+   * On start-up: resume the transfers this datacenter had running when it stopped, unless the
+   * image was removed meanwhile (its placement here, or its catalog record, is gone). The chunks
+   * of one not resumed are unreferenced: the collector frees them after its grace.
+   */
   async resumeInterrupted(): Promise<void> {
     const { datacenter, catalog, log } = this.args;
     for (const p of await catalog.listPlacements()) {
@@ -609,6 +684,11 @@ export class ImagePuller {
       // Only one cluster manager runs per datacenter, so a lease of ours is a dead process's.
       if (lease?.holder.startsWith(`${datacenter}/`))
         await catalog.releaseLease(p.digest, datacenter, lease.holder);
+      if (!(await catalog.getImage(p.digest))) {
+        await catalog.deletePlacement(p.digest, datacenter);
+        log.info("transfer.not_resumed", { digest: p.digest, reason: "the image is not in the catalog" });
+        continue;
+      }
       log.info("transfer.resuming", { digest: p.digest, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal });
       this.ensure(p.digest, `resume-${p.digest.slice(7, 19)}`).catch((e) =>
         log.warn("transfer.resume_failed", { digest: p.digest, error: String(e) }),
@@ -697,6 +777,13 @@ class TransferWatch {
     return this.abort.signal;
   }
 
+  /** Ends the pull now with `reason` (the image is being removed here). */
+  cancel(reason: GciError): void {
+    this.stop();
+    this.reason ??= reason;
+    this.abort.abort(this.reason);
+  }
+
   /** Starts the deadline once the image's size is known. */
   startDeadline(bytes: number): void {
     const ms = streamDeadlineMs(bytes);
@@ -717,9 +804,7 @@ class TransferWatch {
   }
 
   private fail(message: string): void {
-    this.stop();
-    this.reason ??= new GciError("DEADLINE_EXCEEDED", message);
-    this.abort.abort(this.reason);
+    this.cancel(new GciError("DEADLINE_EXCEEDED", message));
   }
 }
 

@@ -1,5 +1,5 @@
 import { Catalog, openCatalog } from "../catalog";
-import { ClusterClient } from "../client";
+import { ClusterClient, RetryOptions } from "../client";
 import { notFound } from "../errors";
 import { CatalogOutput, findDatacenter, knownDatacenters } from "./topology";
 
@@ -12,7 +12,10 @@ export class WorldConnection {
   private catalogHandle?: Promise<Catalog>;
   private readonly clients = new Map<string, ClusterClient>();
 
-  constructor(readonly topology: CatalogOutput) {}
+  constructor(
+    readonly topology: CatalogOutput,
+    private readonly retry: RetryOptions = {},
+  ) {}
 
   /** The live catalog named by the stack output. */
   catalog(): Promise<Catalog> {
@@ -23,22 +26,30 @@ export class WorldConnection {
   /**
    * A client of a datacenter's cluster manager. The endpoint comes from the stack output,
    * unless the live catalog records a newer one (the world was restarted since the platform
-   * stack ran): cluster managers write their endpoint there when they start.
+   * stack ran): cluster managers write their endpoint there when they start. When the cluster
+   * manager stops answering, the client looks there again and retries idempotent calls.
    */
   async client(datacenter: string): Promise<ClusterClient> {
     const cached = this.clients.get(datacenter);
     if (cached) return cached;
-    const live = await (await this.catalog()).getDatacenter(datacenter);
-    const endpoint = live?.endpoint ?? findDatacenter(this.topology, datacenter)?.endpoint;
+    const endpoint = await this.endpoint(datacenter);
     if (!endpoint) {
       throw notFound(
         `datacenter "${datacenter}" is neither in the catalog stack output nor in the live catalog ` +
           `(known: ${knownDatacenters(this.topology)}): check the name or re-run the platform stack`,
       );
     }
-    const client = new ClusterClient(endpoint);
+    const client = new ClusterClient(endpoint, {
+      datacenter: { name: datacenter, resolve: () => this.endpoint(datacenter) },
+      retry: this.retry,
+    });
     this.clients.set(datacenter, client);
     return client;
+  }
+
+  private async endpoint(datacenter: string): Promise<string | undefined> {
+    const live = await (await this.catalog()).getDatacenter(datacenter);
+    return live?.endpoint ?? findDatacenter(this.topology, datacenter)?.endpoint;
   }
 
   async close(): Promise<void> {

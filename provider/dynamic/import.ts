@@ -8,7 +8,7 @@ import { CATALOG_OUTPUT_SCHEMA, CatalogOutput } from "./topology";
  * What `pulumi import` (and the `import` resource option) give a provider: an id and nothing
  * else — no inputs, no state, so no catalog output either. A GCI import id therefore may name
  * its catalog: "<id>@<catalog location>", e.g. "web-1@sqlite:/srv/gci/catalog.db". Without one,
- * the catalog is $GCI_CATALOG, else the local world's ($GCI_WORLD or .gci/world, as `gci world up`).
+ * the catalog is $GCI_CATALOG, else the local world's ($GCI_WORLD, else <state folder>/world, as `gci world up`).
  */
 export interface ImportTarget {
   /** The resource's own id (for a VM group, its start request id). */

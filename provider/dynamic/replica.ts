@@ -107,8 +107,9 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
       const started = Date.now();
       let op: Operation | undefined;
       let spent: Operation | undefined;
+      let requestId = "";
       for (let attempt = 0; attempt < MAX_ATTEMPTS && !op; attempt++) {
-        const requestId = derivedRequestId("rep", inputs.requestKey, inputs.generation, attempt);
+        requestId = derivedRequestId("rep", inputs.requestKey, inputs.generation, attempt);
         const answer = await client.replicateImage(requestId, inputs.image, inputs.datacenter);
         // A finished answer for a copy that is not there is an earlier, spent request of this id.
         if (!answer.done || !answer.error) {
@@ -129,6 +130,8 @@ export const replicaHandlers: pulumi.dynamic.ResourceProvider = {
       op = await waitForOperation(client, op, {
         timeoutMs: inputs.timeoutSeconds * 1000,
         onProgress: (o) => progress.operation(o),
+        // Forgotten by a restarted cluster manager: the same request resumes the copy.
+        reissue: () => client.replicateImage(requestId, inputs.image, inputs.datacenter),
       });
       const t = op.transfer ?? op.start_vms?.transfer;
       const transfer: TransferOutput = t

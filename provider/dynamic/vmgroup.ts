@@ -4,6 +4,7 @@ import type { VmGroupRecord } from "../catalog";
 import { checkDigest, checkName } from "../catalog/validate";
 import { ClusterClient, Operation, Vm, waitForOperation } from "../client";
 import { GciError, invalid, notFound, precondition } from "../errors";
+import { DIGEST_PATTERN } from "../image/digest";
 import { MACHINE_SIZES, machineSize } from "../vm/sizes";
 import { WorldConnection, withWorld } from "./connect";
 import { importTarget, liveTopology } from "./import";
@@ -183,7 +184,7 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
     let inputs: VmGroupInputs = news;
     // The live world is asked about the image even when other inputs failed, so every
     // problem shows at once; planning waits until everything else is valid.
-    const digestOk = typeof news.image === "string" && /^sha256:[0-9a-f]{64}$/.test(news.image);
+    const digestOk = typeof news.image === "string" && DIGEST_PATTERN.test(news.image);
     if (
       !topology ||
       !digestOk ||
@@ -265,6 +266,8 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
       let requestId = "";
       let op: Operation | undefined;
       let resumed: VmGroupRecord | undefined;
+      // The start that answered `op`, sent again if its cluster manager restarts and forgets it.
+      let resend: (() => Promise<Operation>) | undefined;
       // A replacement (generation > 0) starts its own group; only the first create adopts.
       if (inputs.adopt !== undefined && inputs.generation === 0) {
         // Import: take over a group started outside Pulumi (the engine's own import cannot
@@ -275,16 +278,17 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
           : [`no VM group ${inputs.adopt} exists`];
         if (problems.length > 0) throw invalid(`cannot adopt ${inputs.adopt}: ${problems.join("; ")}`);
         requestId = inputs.adopt;
-        op = await (
-          await world.client(resumed!.datacenter)
-        ).startVms({
+        const adoptClient = await world.client(resumed!.datacenter);
+        const adoptReq = {
           request_id: requestId,
           image_digest: resumed!.digest,
           datacenter: resumed!.datacenter,
           count: resumed!.count,
           vcpus: resumed!.vcpus,
           memory_mib: resumed!.memoryMiB,
-        });
+        };
+        resend = () => adoptClient.startVms(adoptReq);
+        op = await resend();
       }
       for (let attempt = 0; !op; attempt++) {
         if (attempt >= MAX_ATTEMPTS) {
@@ -316,17 +320,19 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
           }
           progress.say(`resuming ${requestId} in ${existing.datacenter} (an earlier run was interrupted)`);
           resumed = existing;
-          op = await (
-            await world.client(existing.datacenter)
-          ).startVms({ ...req, datacenter: existing.datacenter });
+          const owner = await world.client(existing.datacenter);
+          resend = () => owner.startVms({ ...req, datacenter: existing.datacenter });
+          op = await resend();
           break;
         }
         progress.say(
           `asking ${via} for ${inputs.count} × ${inputs.machineSize} in ${inputs.datacenter ?? inputs.region}`,
         );
-        const answer = await (await world.client(via)).startVms(req);
+        const viaClient = await world.client(via);
+        const answer = await viaClient.startVms(req);
         if (await catalog.getVmGroup(requestId)) {
           op = answer;
+          resend = () => viaClient.startVms(req);
         } else {
           // The cluster manager answered with an earlier request of this id whose group is gone.
           progress.say(`request id ${requestId} was used by a group stopped since; taking the next`);
@@ -338,7 +344,11 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
       const client = await world.client(datacenter);
       const timeoutMs = inputs.timeoutSeconds * 1000;
       try {
-        op = await waitForOperation(client, op, { timeoutMs, onProgress: (o) => progress.operation(o) });
+        op = await waitForOperation(client, op, {
+          timeoutMs,
+          onProgress: (o) => progress.operation(o),
+          reissue: resend,
+        });
         if (resumed && resumed.count !== inputs.count) {
           await scale(
             client,
@@ -427,15 +437,20 @@ export const vmGroupHandlers: pulumi.dynamic.ResourceProvider = {
       let op: Operation | undefined;
       if (olds.complete === false) {
         progress.say(`finishing the start of ${id} in ${group.datacenter}`);
-        op = await client.startVms({
+        const req = {
           request_id: id,
           image_digest: group.digest,
           datacenter: group.datacenter,
           count: group.count,
           vcpus: group.vcpus,
           memory_mib: group.memoryMiB,
+        };
+        op = await client.startVms(req);
+        op = await waitForOperation(client, op, {
+          timeoutMs,
+          onProgress: (o) => progress.operation(o),
+          reissue: () => client.startVms(req),
         });
-        op = await waitForOperation(client, op, { timeoutMs, onProgress: (o) => progress.operation(o) });
       }
       const before = await liveVms(client, id);
       if (before.length !== news.count || group.count !== news.count) {
@@ -546,7 +561,12 @@ async function scale(
   progress: ProgressReporter,
 ): Promise<void> {
   const op = await client.scaleVms(requestId, startRequestId, count);
-  await waitForOperation(client, op, { timeoutMs, onProgress: (o) => progress.operation(o) });
+  await waitForOperation(client, op, {
+    timeoutMs,
+    onProgress: (o) => progress.operation(o),
+    // A scale sets an absolute count: sent again after a restart, it converges the same.
+    reissue: () => client.scaleVms(requestId, startRequestId, count),
+  });
 }
 
 /**

@@ -6,7 +6,7 @@ import { engineBinDir, packageRoot, stateRoot } from "./paths";
 export interface EngineEnvArgs {
   /**
    * Folder for the file backend and PULUMI_HOME.
-   * @default stateRoot() ($GCI_STATE or <package root>/.gci)
+   * @default stateRoot() ($GCI_STATE, else $XDG_STATE_HOME/gci, else ~/.local/state/gci)
    */
   readonly stateDir?: string;
   /**
@@ -28,6 +28,8 @@ export function engineEnv(args: EngineEnvArgs = {}): Record<string, string> {
   const home = path.join(stateDir, "pulumi-home");
   for (const dir of [backend, home]) fs.mkdirSync(dir, { recursive: true });
   return {
+    // Programs the engine runs find the same state folder (and so the same default world).
+    GCI_STATE: stateDir,
     PULUMI_BACKEND_URL: `file://${backend}`,
     PULUMI_HOME: home,
     PULUMI_CONFIG_PASSPHRASE: args.passphrase ?? process.env.PULUMI_CONFIG_PASSPHRASE ?? "gci-local",

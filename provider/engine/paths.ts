@@ -28,7 +28,19 @@ export function engineBinDir(): string {
   return path.join(cacheRoot(), `engine-v${ENGINE_VERSION}`, "bin");
 }
 
-/** The project-local state folder: $GCI_STATE or <package root>/.gci. */
+/**
+ * Where GCI keeps what outlives a run — the Pulumi file backend and PULUMI_HOME (`gci env`,
+ * `gci stack`) and the local world (`gci world up`): $GCI_STATE, else $XDG_STATE_HOME/gci, else
+ * ~/.local/state/gci (the XDG Base Directory rule for state).
+ *
+ * Per user, not per checkout or project folder: a platform stack and the app stacks that read its
+ * outputs (StackReference) must share one backend wherever each project lives, and an installed
+ * package's root is inside node_modules, which `npm ci` wipes.
+ */
 export function stateRoot(): string {
-  return process.env.GCI_STATE || path.join(packageRoot(), ".gci");
+  if (process.env.GCI_STATE) return path.resolve(process.env.GCI_STATE);
+  // The XDG rule: a relative $XDG_STATE_HOME is invalid and ignored.
+  const xdg = process.env.XDG_STATE_HOME;
+  const base = xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), ".local", "state");
+  return path.join(base, "gci");
 }

@@ -13,7 +13,7 @@ export interface StackArgs {
   readonly stackName: string;
   /**
    * State folder for the file backend.
-   * @default engineEnv's default ($GCI_STATE or <package root>/.gci)
+   * @default engineEnv's default ($GCI_STATE, else $XDG_STATE_HOME/gci, else ~/.local/state/gci)
    */
   readonly stateDir?: string;
   /** Create the stack when it does not exist (preview, up); otherwise that is NOT_FOUND. @default true */

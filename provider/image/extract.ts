@@ -139,6 +139,11 @@ async function hardlink(root: string, entry: ArchiveEntry, target: string): Prom
 
 /** Removes everything in the root (rm does not follow symlinks). */
 async function clear(root: string): Promise<void> {
+  // Runs only while another error is being reported, and that error is the one to report. The
+  // root was created and resolved moments ago: readdir fails only if it was removed meanwhile
+  // (nothing left to clear) or made unreadable by someone else. What stays is never used as an
+  // image: the daemon marks an extraction complete only after extractImage resolves, and removes
+  // an unmarked directory before extracting into it again (provider/daemon/instances.ts, imageDir).
   const names = await readdir(root).catch(() => [] as string[]);
   await Promise.all(names.map((name) => rm(join(root, name), { recursive: true, force: true })));
 }

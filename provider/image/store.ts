@@ -75,6 +75,10 @@ export interface CommitImageOptions {
 export interface GcOptions {
   /** Keep unreferenced chunks and temporary files younger than this, for transfers in flight. @default GC_GRACE_MS */
   readonly graceMs?: number;
+  /** Unreferenced chunks to keep whatever their age (those a live transfer names). @default none */
+  readonly keep?: ReadonlySet<string>;
+  /** Unreferenced chunks to remove whatever their age (those of a cancelled transfer). @default none */
+  readonly drop?: ReadonlySet<string>;
 }
 
 /** What gc removed. */
@@ -82,6 +86,8 @@ export interface GcResult {
   readonly chunksRemoved: number;
   readonly bytesFreed: number;
   readonly tmpFilesRemoved: number;
+  /** Unreferenced chunks kept only because they are younger than the grace period. */
+  readonly chunksYoung: number;
 }
 
 /** Chunks one operation uses (pinned) and those it added to the store (to remove if it fails). */
@@ -181,7 +187,10 @@ export class ImageStore {
     });
   }
 
-  /** Removes unreferenced chunks and stale temporary files older than the grace period. */
+  /**
+   * Removes unreferenced chunks older than the grace period (or named in `drop`) unless named
+   * in `keep`, and stale temporary files. Referenced and pinned chunks are never removed.
+   */
   async gc(options: GcOptions = {}): Promise<GcResult> {
     const grace = options.graceMs ?? GC_GRACE_MS;
     return this.exclusive(async () => {
@@ -189,10 +198,15 @@ export class ImageStore {
       const now = Date.now();
       let chunksRemoved = 0;
       let bytesFreed = 0;
+      let chunksYoung = 0;
       for (const sha of await this.listChunks()) {
-        if (this.refs.has(sha)) continue;
+        if (this.refs.has(sha) || options.keep?.has(sha)) continue;
         const st = await stat(this.chunkPath(sha)).catch(() => undefined);
-        if (st === undefined || now - st.mtimeMs < grace) continue;
+        if (st === undefined) continue;
+        if (now - st.mtimeMs < grace && !options.drop?.has(sha)) {
+          chunksYoung++;
+          continue;
+        }
         if (await this.removeIfUnused(sha)) {
           chunksRemoved++;
           bytesFreed += st.size;
@@ -206,7 +220,7 @@ export class ImageStore {
         await unlink(path).catch(() => undefined);
         tmpFilesRemoved++;
       }
-      return { chunksRemoved, bytesFreed, tmpFilesRemoved };
+      return { chunksRemoved, bytesFreed, tmpFilesRemoved, chunksYoung };
     });
   }
 

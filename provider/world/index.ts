@@ -1,11 +1,12 @@
 import { spawn } from "child_process";
 import * as fs from "fs";
+import * as net from "net";
 import * as path from "path";
 import { openCatalog } from "../catalog";
 import { checkName } from "../catalog/validate";
 import { ClusterClient } from "../client";
 import { packageRoot, stateRoot } from "../engine/paths";
-import { invalid, precondition } from "../errors";
+import { invalid, notFound, precondition, unavailable } from "../errors";
 import { isSameProcess, procStat } from "../vm/host";
 
 /** The shape of a world: regions and their datacenters. */
@@ -49,6 +50,8 @@ export interface WorldState {
   readonly dir: string;
   readonly catalog: string;
   readonly spec: WorldSpec;
+  /** Extra cluster-manager flags the world was started with (e.g. --max-transfer-rate); restarts use them too. */
+  readonly args?: string[];
   readonly datacenters: DatacenterProcess[];
 }
 
@@ -171,7 +174,10 @@ function writeWorld(state: WorldState): void {
   fs.renameSync(file + ".tmp", file);
 }
 
+/** True while `pid` runs: a zombie (killed, not yet reaped by its parent) has exited. */
 export function isAlive(pid: number): boolean {
+  const stat = procStat(pid);
+  if (stat !== undefined) return stat.state !== "Z" && stat.state !== "X";
   try {
     process.kill(pid, 0);
     return true;
@@ -212,23 +218,53 @@ function runsDaemonFor(pid: number, datacenter: string): boolean {
 
 const isDaemon = (dc: DatacenterProcess): boolean => daemonGone(dc) === undefined;
 
+/** What `gci world up` did to one datacenter. */
+export type UpAction = "started" | "kept" | "restarted";
+
+/** What upWorld did: the world as recorded now, each datacenter's action, and those that failed. */
+export interface UpReport {
+  readonly state: WorldState;
+  readonly actions: { readonly name: string; readonly action: UpAction; readonly detail?: string }[];
+  readonly failures: { readonly name: string; readonly error: Error }[];
+}
+
 /**
- * Starts a world: one cluster-manager process per datacenter, on free 127.0.0.1 ports, one
- * catalog, logs and data under `dir`. A world already running there is returned as it is.
+ * Starts a world, or heals the one recorded in `dir`: one cluster-manager process per
+ * datacenter, one catalog, logs and data under `dir`. A fresh world is all or nothing. In a
+ * recorded world each datacenter that serves is kept as it is (same process, its instances
+ * untouched); one that is down, or hung, is started again on the port it had, so its endpoint
+ * does not change. `spec` (undefined: the recorded one, else DEFAULT_SPEC) must match a
+ * recorded world: a world is reshaped by `gci world down`, then `up`.
  */
+export async function upWorld(dir: string, spec?: WorldSpec, extraArgs: string[] = []): Promise<UpReport> {
+  dir = path.resolve(dir);
+  if (spec !== undefined) checkSpec(spec, "world spec");
+  const running = readWorld(dir);
+  if (running) return healWorld(running, spec, extraArgs);
+  const state = await startFresh(dir, spec ?? DEFAULT_SPEC, extraArgs);
+  return {
+    state,
+    actions: state.datacenters.map((d) => ({ name: d.name, action: "started" as const })),
+    failures: [],
+  };
+}
+
+/** upWorld, throwing the first datacenter's failure; returns the world as recorded. */
 export async function startWorld(
   dir: string,
-  spec: WorldSpec = DEFAULT_SPEC,
+  spec?: WorldSpec,
   extraArgs: string[] = [],
 ): Promise<WorldState> {
-  dir = path.resolve(dir);
-  checkSpec(spec, "world spec");
-  const running = readWorld(dir);
-  if (running && running.datacenters.every(isDaemon)) return running;
-  if (running) await stopWorld(dir);
+  const report = await upWorld(dir, spec, extraArgs);
+  if (report.failures.length > 0) throw report.failures[0].error;
+  return report.state;
+}
+
+/** Starts every datacenter of a world that has no record yet, on free 127.0.0.1 ports. */
+async function startFresh(dir: string, spec: WorldSpec, extraArgs: string[]): Promise<WorldState> {
   fs.mkdirSync(dir, { recursive: true });
   const catalog = spec.catalog ?? `sqlite:${path.join(dir, "catalog.db")}`;
-  const state: WorldState = { dir, catalog, spec, datacenters: [] };
+  const state: WorldState = { dir, catalog, spec, args: extraArgs, datacenters: [] };
   // Open the catalog once first, so its file and schema exist before the daemons race to open it.
   await (await openCatalog(catalog)).close();
   const all = Object.entries(spec.regions).flatMap(([region, dcs]) => dcs.map((name) => ({ name, region })));
@@ -244,6 +280,206 @@ export async function startWorld(
   state.datacenters.push(...started.map((r) => (r as PromiseFulfilledResult<DatacenterProcess>).value));
   writeWorld(state);
   return state;
+}
+
+/** Restarts the datacenters of a recorded world that are down or hung; the others are left alone. */
+async function healWorld(
+  state: WorldState,
+  spec: WorldSpec | undefined,
+  extraArgs: string[],
+): Promise<UpReport> {
+  const problem = specChange(state, spec, extraArgs);
+  if (problem !== undefined) {
+    throw precondition(
+      `the world in "${state.dir}" runs ${problem}; \`gci world up\` only restarts what is down. ` +
+        `To change a world, stop it with \`gci world down --world ${state.dir}\`, then start it with the new shape`,
+    );
+  }
+  const args = state.args ?? extraArgs;
+  const report: UpReport = { state, actions: [], failures: [] };
+  await Promise.all(
+    state.datacenters.map(async (dc) => {
+      try {
+        const liveness = await daemonLiveness(dc);
+        if (liveness.state === "serving") {
+          report.actions.push({ name: dc.name, action: "kept" });
+          return;
+        }
+        if (liveness.state === "hung") await killAndWait(dc);
+        await restartOnEndpoint(state, dc, args);
+        report.actions.push({ name: dc.name, action: "restarted", detail: liveness.reason });
+      } catch (e) {
+        report.failures.push({ name: dc.name, error: e as Error });
+      }
+    }),
+  );
+  const order = (name: string) => state.datacenters.findIndex((d) => d.name === name);
+  report.actions.sort((a, b) => order(a.name) - order(b.name));
+  report.failures.sort((a, b) => order(a.name) - order(b.name));
+  return report;
+}
+
+/** How a spec asked for differs from the recorded world, said as "<recorded>, not <asked>". */
+function specChange(state: WorldState, spec: WorldSpec | undefined, extraArgs: string[]): string | undefined {
+  if (spec !== undefined) {
+    const shape = (s: WorldSpec) =>
+      Object.entries(s.regions)
+        .map(([r, dcs]) => `${r}: ${dcs.join(", ")}`)
+        .join("; ");
+    if (shape(spec) !== shape(state.spec)) return `regions ${shape(state.spec)}, not ${shape(spec)}`;
+    if (spec.catalog !== undefined && spec.catalog !== state.catalog)
+      return `catalog ${state.catalog}, not ${spec.catalog}`;
+    if (spec.vcpus !== state.spec.vcpus || spec.memoryMiB !== state.spec.memoryMiB)
+      return `capacity ${state.spec.vcpus ?? 16} vCPUs/${state.spec.memoryMiB ?? 32768} MiB, not ${spec.vcpus ?? 16}/${spec.memoryMiB ?? 32768}`;
+  }
+  const recorded = state.args ?? [];
+  if (extraArgs.length > 0 && extraArgs.join(" ") !== recorded.join(" "))
+    return `with daemon flags "${recorded.join(" ")}", not "${extraArgs.join(" ")}"`;
+  return undefined;
+}
+
+/** How long a live daemon has to answer a health check before it counts as hung. */
+const HEALTH_DEADLINE_MS = 5000;
+
+/**
+ * Whether a datacenter's recorded daemon serves: "down" when its process is gone (exited, a
+ * zombie, or its pid is another program's now), "hung" when it lives but does not answer
+ * SERVING within HEALTH_DEADLINE_MS.
+ */
+export async function daemonLiveness(
+  dc: DatacenterProcess,
+): Promise<{ readonly state: "serving" | "down" | "hung"; readonly reason?: string }> {
+  const gone = daemonGone(dc);
+  if (gone !== undefined) return { state: "down", reason: `pid ${dc.pid}: ${gone}` };
+  const client = new ClusterClient(dc.endpoint);
+  try {
+    const health = await client.checkHealth(HEALTH_DEADLINE_MS);
+    if (health === "SERVING") return { state: "serving" };
+    return { state: "hung", reason: `pid ${dc.pid} answers ${health}` };
+  } catch (e) {
+    // The process may be a kill -9 that has not finished exiting: it counts as down then.
+    if (daemonGone(dc) !== undefined) return { state: "down", reason: `pid ${dc.pid} has exited` };
+    return { state: "hung", reason: `pid ${dc.pid} does not answer: ${(e as Error).message}` };
+  } finally {
+    client.close();
+  }
+}
+
+/** SIGKILL of a recorded daemon that is still that daemon, and a wait until it is gone. */
+async function killAndWait(dc: DatacenterProcess, timeoutMs = 10_000): Promise<void> {
+  if (isDaemon(dc)) killQuietly(dc.pid, "SIGKILL");
+  await waitUntilGone(dc, timeoutMs);
+  if (isDaemon(dc)) {
+    throw unavailable(
+      `cluster manager of ${dc.name} (pid ${dc.pid}) still runs ${timeoutMs / 1000} s after SIGKILL: ` +
+        `it is stuck in the kernel; see \`cat /proc/${dc.pid}/stack\`, then run \`gci world up\` again`,
+    );
+  }
+}
+
+async function waitUntilGone(dc: DatacenterProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (isDaemon(dc) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+/** The host and port of an endpoint "host:port". */
+function hostPort(dc: DatacenterProcess): { host: string; port: number } {
+  const at = dc.endpoint.lastIndexOf(":");
+  const port = Number(dc.endpoint.slice(at + 1));
+  if (at < 0 || !Number.isSafeInteger(port) || port < 1 || port > 65535) {
+    throw precondition(
+      `${dc.name}'s recorded endpoint "${dc.endpoint}" has no port: fix it in world.json, or run \`gci world down\` then \`up\``,
+    );
+  }
+  return { host: dc.endpoint.slice(0, at), port };
+}
+
+/** How long a recorded port may stay taken (a daemon just killed, still exiting) before that is an error. */
+const PORT_WAIT_MS = 3000;
+
+/** Resolves once `port` can be listened on; a clear error naming the datacenter when it cannot. */
+async function checkPortFree(dc: DatacenterProcess, host: string, port: number): Promise<void> {
+  const deadline = Date.now() + PORT_WAIT_MS;
+  for (;;) {
+    const code = await tryListen(host, port);
+    if (code === undefined) return;
+    if (code !== "EADDRINUSE" || Date.now() > deadline) {
+      const why = code === "EADDRINUSE" ? "is taken by another program" : `cannot be listened on (${code})`;
+      throw precondition(
+        `datacenter ${dc.name} restarts on its endpoint ${host}:${port}, but port ${port} ${why}: ` +
+          `stop that program (see \`ss -ltnp 'sport = :${port}'\`) and run \`gci world up\` again, ` +
+          `or restart the whole world on new ports with \`gci world down\` then \`up\``,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Listens on host:port and closes at once; the error code if that failed. */
+function tryListen(host: string, port: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? String(e)));
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve(undefined)));
+  });
+}
+
+/**
+ * Starts a datacenter whose daemon is gone again, on the port it had (or, with `newPort`,
+ * any free one); world.json gets the new process only once it serves.
+ */
+export async function restartOnEndpoint(
+  state: WorldState,
+  dc: DatacenterProcess,
+  extraArgs: string[] = state.args ?? [],
+  env: NodeJS.ProcessEnv = process.env,
+  newPort = false,
+): Promise<DatacenterProcess> {
+  let port: string[] = [];
+  if (!newPort) {
+    const { host, port: n } = hostPort(dc);
+    await checkPortFree(dc, host, n);
+    port = ["--host", host, "--port", String(n)];
+  }
+  return startDatacenter(state, dc.name, dc.region, [...port, ...extraArgs], env);
+}
+
+/** What restartDatacenter did. */
+export interface RestartReport {
+  readonly before: DatacenterProcess;
+  readonly after: DatacenterProcess;
+  /** How the old daemon ended: "stopped" (SIGUSR2), "killed" (SIGKILL after the grace), "gone" (it was not running). */
+  readonly old: "stopped" | "killed" | "gone";
+}
+
+/**
+ * Restarts one datacenter's cluster manager on the same endpoint, leaving its VMs and process
+ * instances running: the old daemon gets SIGUSR2 ("stop serving, keep instances"), SIGKILL
+ * after `graceMs`, and the new one adopts the instances. Other datacenters are not touched.
+ */
+export async function restartDatacenter(
+  state: WorldState,
+  name: string,
+  opts: { graceMs?: number; extraArgs?: string[]; env?: NodeJS.ProcessEnv; newPort?: boolean } = {},
+): Promise<RestartReport> {
+  const before = state.datacenters.find((d) => d.name === name);
+  if (!before) {
+    throw notFound(
+      `datacenter "${name}" is not in the world in "${state.dir}": its datacenters are ${state.datacenters.map((d) => d.name).join(", ")}`,
+    );
+  }
+  let old: RestartReport["old"] = "gone";
+  if (isDaemon(before)) {
+    killQuietly(before.pid, "SIGUSR2");
+    await waitUntilGone(before, opts.graceMs ?? 15_000);
+    old = "stopped";
+    if (isDaemon(before)) {
+      old = "killed";
+      await killAndWait(before);
+    }
+  }
+  const after = await restartOnEndpoint(state, before, opts.extraArgs, opts.env, opts.newPort);
+  return { before, after, old };
 }
 
 /**
@@ -378,7 +614,8 @@ export async function worldStatus(dir: string): Promise<DatacenterStatus[]> {
     return await Promise.all(
       state.datacenters.map(async (dc) => {
         const client = new ClusterClient(dc.endpoint);
-        const health = isDaemon(dc) ? await client.checkHealth(2000).catch(() => "UNREACHABLE") : "STOPPED";
+        // DOWN: its process is gone (a zombie too); UNREACHABLE: it lives but does not answer.
+        const health = isDaemon(dc) ? await client.checkHealth(2000).catch(() => "UNREACHABLE") : "DOWN";
         client.close();
         const mine = placements.filter((p) => p.datacenter === dc.name);
         return {

@@ -9,7 +9,7 @@ import { processImage } from "./guest";
 import {
   DatacenterProcess,
   readWorld,
-  startDatacenter,
+  restartDatacenter,
   startWorld,
   stopWorld,
   WorldSpec,
@@ -30,8 +30,12 @@ export interface TestWorld {
   dc(name: string): DatacenterProcess;
   /** kill -9 of a datacenter's cluster manager. */
   kill(dc: string): void;
-  /** Starts a datacenter's cluster manager again (same data folder), with extra environment if given. */
-  restart(dc: string, env?: Readonly<Record<string, string>>): Promise<void>;
+  /**
+   * Restarts a datacenter's cluster manager as `gci datacenter restart` does (same data folder,
+   * same endpoint; a daemon still running is stopped with its instances kept), with extra
+   * environment if given. `newPort` starts it on any free port instead.
+   */
+  restart(dc: string, env?: Readonly<Record<string, string>>, opts?: { newPort?: boolean }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -84,9 +88,13 @@ export async function testWorld(spec: WorldSpec, extraArgs: string[] = []): Prom
     kill(dc) {
       process.kill(w.dc(dc).pid, "SIGKILL");
     },
-    async restart(dc, env) {
+    async restart(dc, env, opts) {
       // Jest gives each test file a copy of process.env; a child sees only what is passed.
-      await startDatacenter(w.state, dc, w.dc(dc).region, extraArgs, { ...process.env, ...env });
+      await restartDatacenter(w.state, dc, {
+        extraArgs,
+        env: { ...process.env, ...env },
+        newPort: opts?.newPort,
+      });
     },
     async stop() {
       for (const c of clients) c.close();

@@ -266,6 +266,30 @@ describe("ImageStore chunks", () => {
     expect(result).toMatchObject({ chunksRemoved: 1, bytesFreed: 100 });
     expect(await store.listChunks()).toEqual(new Set(entry.chunks.map((c) => c.sha256)));
   });
+
+  test("gc keeps chunks named in keep whatever their age, and removes those in drop within the grace", async () => {
+    const { path } = await goodArchive();
+    const store = new ImageStore(root, { chunkSize: 16 * 1024 });
+    const entry = await store.ingest(path);
+    const [live, cancelled, young] = [randomBytes(100), randomBytes(200), randomBytes(300)];
+    for (const c of [live, cancelled, young]) await store.putChunk(sha256(c), c);
+    const referenced = entry.chunks[0].sha256;
+    const result = await store.gc({
+      keep: new Set([sha256(live)]),
+      drop: new Set([sha256(cancelled), referenced]),
+    });
+    // A referenced chunk is never removed, even when named in drop; the young one waits for its grace.
+    expect(result).toMatchObject({ chunksRemoved: 1, bytesFreed: 200, chunksYoung: 1 });
+    const left = await store.listChunks();
+    expect([
+      left.has(sha256(live)),
+      left.has(sha256(cancelled)),
+      left.has(sha256(young)),
+      left.has(referenced),
+    ]).toEqual([true, false, true, true]);
+    expect(await store.gc({ graceMs: 0, keep: new Set([sha256(live)]) })).toMatchObject({ chunksRemoved: 1 });
+    expect((await store.listChunks()).has(sha256(live))).toBe(true);
+  });
 });
 
 describe("ImageStore.commitImage", () => {
