@@ -211,10 +211,13 @@ class SoakWorld {
       try {
         return await this.with(dc, fn);
       } catch (e) {
-        const code = (e as { code?: string }).code;
+        // A GciError names its code ("UNAVAILABLE"); a raw gRPC error carries the number (14).
+        const code = (e as { code?: string | number }).code;
         const retryable =
           code === undefined ||
-          ["UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "ABORTED", "UNKNOWN"].includes(code);
+          ["UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "ABORTED", "UNKNOWN", 14, 4, 13, 10, 2].includes(
+            code,
+          );
         if (!retryable || Date.now() > deadline) throw e;
         await sleep(250);
       }
