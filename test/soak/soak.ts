@@ -397,12 +397,13 @@ async function transferKill(
   const writtenAtKill = writtenBytes(sender) ?? 0;
   const t0 = Date.now();
   w.killDaemon(victim);
-  await starting; // The first client's call fails with the daemon; the operator takes over.
+  // The operator acts at once; the first client (which may still wait on the live receiver) is left to end on its own.
   try {
     await w.operatorWorldUp();
   } catch (e) {
     out.violations.push({ kind: "world-up-failed", detail: (e as Error).message.slice(0, 300) });
   }
+  await starting;
   try {
     await startAndWait(w, "b-1", "b-1", img.digest, requestId, 2, timeoutMs);
   } catch (e) {
@@ -443,6 +444,8 @@ async function supervisorKill(w: SoakWorld, r: () => number, timeoutMs: number):
   }
   const t0 = Date.now();
   process.kill(victim.pid, "SIGKILL");
+  // Gone for /proc before anything is counted, so the dying process is not taken for a live one.
+  await poll(() => !listProcesses().some((p) => p.pid === victim.pid), 5000);
   const res = await started;
   if (res instanceof Error) out.note = `the start reported: ${res.message.slice(0, 120)}`;
   out.recoverySeconds = await vmsBack(w, requestId, "a-1", 2, t0, timeoutMs);
