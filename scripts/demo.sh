@@ -48,7 +48,7 @@ $GCI vm start --image "$DIGEST" --region eu --count 2 --size micro --via us-1 --
 lap "start in region eu (forward, transfer, boot)"
 
 step "their services answer"
-for addr in $($GCI vm ls --json | jq -r --arg r "$REQUEST" '.[] | select(.requestId == $r) | .addresses["80"]'); do
+for addr in $($GCI vm ls --json | jq -r --arg r "$REQUEST" '.vms[] | select(.requestId == $r) | .addresses["80"]'); do
   printf 'http://%s/  ->  %s\n' "$addr" "$(curl -s --max-time 10 "http://$addr/")"
 done
 lap "fetch every VM's URL"

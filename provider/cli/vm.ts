@@ -1,5 +1,6 @@
 import { randomUUID } from "crypto";
 import { Command } from "commander";
+import type { DatacenterRecord, VmGroupRecord, VmRecord } from "../catalog";
 import { ClusterClient, Operation, waitForOperation } from "../client";
 import { invalid } from "../errors";
 import { WorldState } from "../world";
@@ -7,6 +8,62 @@ import { ProgressBar, table, wholeNumber } from "./output";
 import { clientFor, requireWorld, withCatalog, worldDir } from "./world";
 
 const kindOf = (id: string) => (id.startsWith("proc-") ? "process" : "vm");
+
+/** A datacenter whose cluster manager has not written its heartbeat (every 2 s) for this long is down. */
+const HEARTBEAT_STALE_MS = 10_000;
+
+/** A VM group as `gci vm ls` shows it: its record, how many of its VMs run, and its state. */
+export interface GroupRow {
+  readonly requestId: string;
+  readonly datacenter: string;
+  readonly digest: string;
+  readonly count: number;
+  readonly running: number;
+  /** running (all of count), starting, stopping, degraded (some), down (none), not started (no VM yet). */
+  readonly state: string;
+  /** Whether its datacenter's cluster manager wrote a heartbeat lately. */
+  readonly managerAnswering: boolean;
+  readonly vcpus: number;
+  readonly memoryMiB: number;
+  readonly createdAt: number;
+}
+
+/**
+ * Every group, also one with no VM (accepted, then its cluster manager died): a group holds
+ * its datacenter's capacity and its image until it is stopped, so none may be hidden.
+ */
+export function groupRows(
+  groups: readonly VmGroupRecord[],
+  vms: readonly VmRecord[],
+  datacenters: readonly DatacenterRecord[],
+  now: number,
+): GroupRow[] {
+  const heartbeat = new Map(datacenters.map((d) => [d.name, d.heartbeatAt]));
+  return groups.map((g) => {
+    const mine = vms.filter((v) => v.requestId === g.requestId);
+    const running = mine.filter((v) => v.state === "running").length;
+    return {
+      requestId: g.requestId,
+      datacenter: g.datacenter,
+      digest: g.digest,
+      count: g.count,
+      running,
+      state: groupState(g.count, running, mine),
+      managerAnswering: now - (heartbeat.get(g.datacenter) ?? 0) < HEARTBEAT_STALE_MS,
+      vcpus: g.vcpus,
+      memoryMiB: g.memoryMiB,
+      createdAt: g.createdAt,
+    };
+  });
+}
+
+function groupState(count: number, running: number, vms: readonly VmRecord[]): string {
+  if (running >= count) return "running";
+  if (vms.some((v) => v.state === "stopping")) return "stopping";
+  if (vms.some((v) => v.state === "provisioning" || v.state === "booting")) return "starting";
+  if (running > 0) return "degraded";
+  return vms.length === 0 ? "not started" : "down";
+}
 
 /**
  * Waits for an operation where it runs (maybe another datacenter than the one asked). With
@@ -127,8 +184,11 @@ export function vmCommand(): Command {
     .option("--json", "print JSON")
     .action(async (opts) => {
       const state = requireWorld(worldDir(opts.world));
-      const vms = await withCatalog(state, (c) => c.listVms());
-      if (opts.json) console.log(JSON.stringify(vms, null, 2));
+      const { vms, groups } = await withCatalog(state, async (c) => {
+        const [vms, groups, dcs] = [await c.listVms(), await c.listVmGroups(), await c.listDatacenters()];
+        return { vms, groups: groupRows(groups, vms, dcs, Date.now()) };
+      });
+      if (opts.json) console.log(JSON.stringify({ vms, groups }, null, 2));
       else {
         console.log(
           table(
@@ -145,20 +205,37 @@ export function vmCommand(): Command {
             ]),
           ),
         );
+        console.log(
+          "\n" +
+            table(
+              ["request", "datacenter", "image", "vms", "state"],
+              groups.map((g) => [
+                g.requestId,
+                g.datacenter,
+                g.digest.slice(0, 19),
+                `${g.running}/${g.count} running`,
+                g.managerAnswering ? g.state : `${g.state} (${g.datacenter} not answering)`,
+              ]),
+            ),
+        );
       }
     });
   cmd
     .command("stop <start-request-id>")
-    .description("stop the VMs of a start request (all, or --vm ones)")
+    .description(
+      "stop the VMs of a start request (all, or --vm ones); a group whose cluster manager is down and " +
+        "that has no VM running is forgotten through another datacenter",
+    )
     .option("--vm <id...>", "only these VMs")
+    .option("--via <name>", "the cluster manager to send the request to (default: the world's first)")
     .option("--world <dir>", "world folder")
     .action(async (startRequestId: string, opts) => {
       const state = requireWorld(worldDir(opts.world));
-      const first = state.datacenters[0].name;
-      const client = clientFor(state, first);
+      const via: string = opts.via ?? state.datacenters[0].name;
+      const client = clientFor(state, via);
       try {
         const op = await client.stopVms(randomUUID(), startRequestId, opts.vm ?? []);
-        await follow(state, first, client, op, 120_000);
+        await follow(state, via, client, op, 120_000);
         console.log(`stopped ${opts.vm ? opts.vm.join(", ") : `the VMs of ${startRequestId}`}`);
       } finally {
         client.close();

@@ -14,13 +14,15 @@
  *   scale.record          ScaleVms, as it records the group's new count
  *   delete-image.between  DeleteImage, between its two steps (the placement, the stored bytes)
  *   instance.start        an instance is about to be started (converge)
+ *   start.accepted        StartVms, right after the group is recorded and start.accepted logged,
+ *                         before its work (transfer, boot) begins
  */
 
 import * as fs from "fs";
 import { GciError } from "../errors";
 
 /** The names above; a typo in a call site is a compile error. */
-export type FailpointName = "scale.record" | "delete-image.between" | "instance.start";
+export type FailpointName = "scale.record" | "delete-image.between" | "instance.start" | "start.accepted";
 
 interface Armed {
   readonly name: string;

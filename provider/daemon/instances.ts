@@ -27,6 +27,31 @@ const COMPLETE_MARKER = ".complete";
 const READY_TIMEOUT_MS = 180_000;
 /** Instances started at once; QEMU guests are CPU-bound, process instances are cheap. */
 const STARTS_IN_FLIGHT = { vm: 8, process: 25 } as const;
+/** How often the watchdog looks for running instances whose process died. */
+export const WATCH_INTERVAL_MS = 1000;
+/** An instance revived this long ago that dies again has not crash-looped: it is restarted at once. */
+const STABLE_AFTER_MS = 30_000;
+/** The watchdog's backoff for an instance that keeps dying: 1 s, doubling, at most a minute. */
+const BACKOFF_FIRST_MS = 1000;
+const BACKOFF_MAX_MS = 60_000;
+
+/** The wait before restarting an instance that died for the `deaths`-th time in a row. */
+export function reviveDelay(deaths: number): number {
+  return deaths <= 1 ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (deaths - 2));
+}
+
+/** A restart the watchdog will make: when, the how-manieth death in a row, and when it saw the death. */
+interface Due {
+  readonly at: number;
+  readonly deaths: number;
+  readonly seenAt: number;
+}
+
+/** What the watchdog remembers of an instance it restarted: deaths in a row and when it last restarted it. */
+interface Revival {
+  readonly deaths: number;
+  readonly at: number;
+}
 
 /**
  * An instance's id: derived from its start request and index, so a repeated request (also
@@ -53,6 +78,14 @@ export class InstanceManager {
   private readonly extracting = new Map<string, Promise<string>>();
   /** Per digest, how many converges are using its extracted image now. */
   private readonly converging = new Map<string, number>();
+  /** The watchdog (see startWatchdog): its timer, what it restarted, what waits for its backoff. */
+  private watchTimer?: NodeJS.Timeout;
+  private watching = false;
+  private readonly revivals = new Map<string, Revival>();
+  private readonly due = new Map<string, Due>();
+  private readonly reviving = new Map<string, Promise<void>>();
+  /** Run folders whose handle the watchdog could not read, named in the log once each. */
+  private readonly badHandles = new Set<string>();
 
   constructor(private readonly args: InstanceManagerArgs) {}
 
@@ -121,6 +154,12 @@ export class InstanceManager {
     group: VmGroupRecord,
     onProgress?: (ready: number, total: number) => void,
   ): Promise<string[]> {
+    // A group stopped (forgotten) while this converge waited for its turn gets no instances.
+    if (!(await this.args.catalog.getVmGroup(group.requestId))) {
+      throw notFound(
+        `start request ${group.requestId} was stopped meanwhile: start it again with a new request id`,
+      );
+    }
     const entry = await this.args.store.get(group.digest);
     if (!entry) throw notFound(`image ${group.digest} is not stored in ${this.args.datacenter}`);
     const driver = driverFor(entry.manifest);
@@ -320,6 +359,141 @@ export class InstanceManager {
       await this.put({ ...vm, state: "failed", addresses: {} });
     }
     this.args.log.info("instance.recovered", { requestId: vm.requestId, id: vm.id, alive, state: vm.state });
+  }
+
+  /**
+   * Starts the watchdog: every WATCH_INTERVAL_MS it looks for instances of this datacenter
+   * recorded running whose process is gone (kill -9 of a process instance's supervisor, of a
+   * QEMU process, an entrypoint that exited) and restarts each through its group's converge
+   * path (same id, same group lock, so never a second process). One that keeps dying waits
+   * reviveDelay between restarts, logged as instance.crash_loop, so a broken image cannot spin
+   * the host. Instances being stopped, stopped, or still starting are left alone.
+   */
+  startWatchdog(): void {
+    if (this.watchTimer) return;
+    this.watchTimer = setInterval(() => {
+      if (this.watching) return;
+      this.watching = true;
+      this.watchOnce()
+        .catch((e) => this.args.log.warn("watchdog.failed", { error: String(e) }))
+        .finally(() => (this.watching = false));
+    }, WATCH_INTERVAL_MS);
+    this.watchTimer.unref();
+  }
+
+  /**
+   * Stops the watchdog and waits (at most `waitMs`: a guest's boot can take minutes) for the
+   * restarts it began; one still booting is found again by the next start (recover).
+   */
+  async stopWatchdog(waitMs = 10_000): Promise<void> {
+    clearInterval(this.watchTimer);
+    this.watchTimer = undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
+    await Promise.race([Promise.all([...this.reviving.values()]), bound]);
+    clearTimeout(timer);
+  }
+
+  /** One look of the watchdog. */
+  private async watchOnce(): Promise<void> {
+    const vms = await this.args.catalog.listVms({ datacenter: this.args.datacenter });
+    const known = new Set(vms.map((v) => v.id));
+    for (const id of [...this.revivals.keys()]) if (!known.has(id)) this.forgetRevival(id);
+    const now = Date.now();
+    for (const vm of vms) {
+      if (this.reviving.has(vm.id)) continue;
+      if (!this.isDead(vm)) {
+        // Running again for long enough: no longer the watchdog's to retry if it fails later.
+        const last = this.revivals.get(vm.id);
+        if (vm.state === "running" && last !== undefined && now - last.at >= STABLE_AFTER_MS)
+          this.forgetRevival(vm.id);
+        continue;
+      }
+      const due = this.due.get(vm.id) ?? this.schedule(vm, now);
+      if (now < due.at) continue;
+      this.due.delete(vm.id);
+      const revival = this.revive(vm, due).finally(() => this.reviving.delete(vm.id));
+      this.reviving.set(vm.id, revival);
+    }
+  }
+
+  private forgetRevival(id: string): void {
+    this.revivals.delete(id);
+    this.due.delete(id);
+    this.badHandles.delete(id);
+  }
+
+  /**
+   * Whether `vm` should run and does not: recorded running with its process gone, or failed
+   * after a restart by the watchdog (which keeps trying, backing off). An instance failed for
+   * another reason waits for a repeated start, as before.
+   */
+  private isDead(vm: VmRecord): boolean {
+    if (vm.state === "failed") return this.revivals.has(vm.id);
+    if (vm.state !== "running") return false;
+    try {
+      const handle = loadHandle(this.runDir(vm.id));
+      return handle === undefined || !driverOf(handle).isRunning(handle);
+    } catch (e) {
+      if (!this.badHandles.has(vm.id)) {
+        this.badHandles.add(vm.id);
+        this.args.log.warn("watchdog.bad_handle", { requestId: vm.requestId, id: vm.id, error: String(e) });
+      }
+      return false;
+    }
+  }
+
+  /** When to restart `vm`, which just died: at once, or after the backoff of a crash loop. */
+  private schedule(vm: VmRecord, now: number): Due {
+    const last = this.revivals.get(vm.id);
+    const deaths = last !== undefined && now - last.at < STABLE_AFTER_MS ? last.deaths + 1 : 1;
+    const delay = reviveDelay(deaths);
+    const due = { at: now + delay, deaths, seenAt: now };
+    this.due.set(vm.id, due);
+    const fields = { requestId: vm.requestId, id: vm.id, state: vm.state, deaths };
+    if (delay > 0) this.args.log.warn("instance.crash_loop", { ...fields, retryInMs: delay });
+    else this.args.log.warn("instance.died", fields);
+    return due;
+  }
+
+  /**
+   * Restarts one dead instance under its group's lock, after checking again there that it is
+   * still recorded as it was and its process still gone (a stop marks it "stopping" before it
+   * ends the process, so an instance being stopped is never restarted).
+   */
+  private async revive(dead: VmRecord, { deaths, seenAt }: Due): Promise<void> {
+    const { catalog, log } = this.args;
+    try {
+      await this.withGroup(dead.requestId, async () => {
+        const group = await catalog.getVmGroup(dead.requestId);
+        const vm = await catalog.getVm(dead.id);
+        if (!group || group.datacenter !== this.args.datacenter || instanceIndex(dead.id) >= group.count)
+          return;
+        if (!vm || vm.state !== dead.state || !this.isDead(vm)) return;
+        this.revivals.set(vm.id, { deaths, at: Date.now() });
+        await this.usingImage(group.digest, async () => {
+          const entry = await this.args.store.get(group.digest);
+          if (!entry) throw notFound(`image ${group.digest} is not stored in ${this.args.datacenter}`);
+          const driver = driverFor(entry.manifest);
+          const imageDir = await this.imageDir(group.digest);
+          await this.ensureRunning(vm.id, group, driver, entry.manifest, imageDir);
+        });
+        // From the death seen to the instance ready again (the kill itself was up to a watch interval earlier).
+        log.info("instance.revived", {
+          requestId: vm.requestId,
+          id: vm.id,
+          deaths,
+          tookMs: Date.now() - seenAt,
+        });
+      });
+    } catch (e) {
+      log.warn("instance.revive_failed", {
+        requestId: dead.requestId,
+        id: dead.id,
+        deaths,
+        error: String(e),
+      });
+    }
   }
 
   /** Stops every instance of this datacenter (the datacenter is shutting down). */

@@ -11,6 +11,7 @@ import type { ScaleVmsRequest__Output } from "../../schema/gen/gci/v1/ScaleVmsRe
 import type { StartPlan } from "../../schema/gen/gci/v1/StartPlan";
 import type { StartVmsRequest__Output } from "../../schema/gen/gci/v1/StartVmsRequest";
 import type { StopVmsRequest__Output } from "../../schema/gen/gci/v1/StopVmsRequest";
+import type { TransferSummary } from "../../schema/gen/gci/v1/TransferSummary";
 import type { UploadHeader__Output } from "../../schema/gen/gci/v1/UploadHeader";
 import type { Vm__Output } from "../../schema/gen/gci/v1/Vm";
 import { Catalog, DatacenterRecord, openCatalog, VmGroupRecord, VmRecord } from "../catalog";
@@ -205,6 +206,8 @@ export class ClusterManager {
     await this.puller.resumeInterrupted();
     // What a crash left (bytes no placement names, extracted images of deleted images) goes now.
     await this.collector.collect("start");
+    this.resumeGroups();
+    this.instances.startWatchdog();
     this.collectTimer = setInterval(() => void this.collector.collect("timer"), COLLECT_INTERVAL_MS);
     this.collectTimer.unref();
     return this.endpoint;
@@ -232,6 +235,8 @@ export class ClusterManager {
     clearInterval(this.heartbeat);
     clearInterval(this.collectTimer);
     this.collector?.stop();
+    // No instance is restarted behind a shutdown's back (or under a stop of them all).
+    await this.instances?.stopWatchdog();
     if (stopInstances)
       await this.instances?.stopAll().catch((e) => this.log.warn("stop_all.failed", { error: String(e) }));
     await new Promise<void>((resolve) => {
@@ -595,6 +600,7 @@ export class ClusterManager {
         forwardedBy: req.forwarded_by || undefined,
         repeated: !created,
       });
+      failpoint("start.accepted");
       void this.runStart(opId, group, created);
     } catch (e) {
       this.ops.fail(opId, e);
@@ -605,21 +611,62 @@ export class ClusterManager {
     return this.ops.get(opId);
   }
 
+  /**
+   * After a restart: takes up every VM group recorded for this datacenter, in the background,
+   * exactly as a repeated StartVms with its request id would (operation `start-<request id>`,
+   * which a client repeating the request follows): the image brought in, the group converged to
+   * its count, or the group rolled back when its image can no longer be had. A group a crash
+   * left half-started is finished; a running one is left running.
+   */
+  private resumeGroups(): void {
+    this.catalog.listVmGroups(this.name).then(
+      (groups) => {
+        for (const group of groups) this.resumeGroup(group);
+      },
+      (e) => this.log.warn("start.resume_failed", { error: String(e) }),
+    );
+  }
+
+  private resumeGroup(group: VmGroupRecord): void {
+    const opId = `start-${group.requestId}`;
+    // A client that repeated the request first has its operation running the same path.
+    if (!this.ops.begin(opId, "start_vms").created) return;
+    this.log.info("start.resumed", { requestId: group.requestId, digest: group.digest, count: group.count });
+    void this.runStart(opId, group, false);
+  }
+
+  /**
+   * Why the group's image cannot be had here, if it cannot: its record is gone from the catalog,
+   * or no datacenter (this one included) holds a copy to bring in. A group of it can never run.
+   * A group with running instances whose bytes are here is not taken down for a lost record.
+   */
+  private async imageUnobtainable(group: VmGroupRecord): Promise<string | undefined> {
+    const { digest, requestId } = group;
+    const here = await this.store.has(digest);
+    if (!(await this.catalog.getImage(digest))) {
+      const vms = await this.catalog.listVms({ requestId });
+      if (here && vms.some((v) => v.state === "running")) return undefined;
+      return `image ${digest} is no longer in the catalog`;
+    }
+    if (here) return undefined;
+    const present = (await this.catalog.listPlacements(digest)).filter((p) => p.state === "present");
+    if (present.length === 0) return `no datacenter holds a copy of image ${digest}`;
+    return undefined;
+  }
+
   /** Brings the image in and boots the group; `created`: this request stored the group. */
   private async runStart(opId: string, group: VmGroupRecord, created: boolean): Promise<void> {
     const { requestId, digest } = group;
     try {
       this.ops.progress(opId, { phase: "image" });
-      const transfer = await this.puller.ensure(digest, requestId, (p) =>
-        this.ops.progress(opId, {
-          phase: "transfer",
-          bytes_done: p.bytesDone,
-          bytes_total: p.bytesTotal,
-          chunks_done: p.chunksDone,
-          chunks_total: p.chunksTotal,
-          rate: p.rate,
-        }),
-      );
+      const gone = await this.imageUnobtainable(group);
+      if (gone !== undefined) {
+        await this.rollBack(group, gone);
+        throw notFound(
+          `${gone}: start request ${requestId} was rolled back; push the image, then start with a new request id`,
+        );
+      }
+      const transfer = await this.ensureImage(opId, group);
       this.ops.progress(opId, { phase: "boot", chunks_done: 0, chunks_total: group.count });
       const vmIds = await this.instances.converge(group, (ready, total) =>
         this.ops.progress(opId, { phase: "boot", chunks_done: ready, chunks_total: total }),
@@ -636,10 +683,50 @@ export class ClusterManager {
       });
     } catch (e) {
       this.log.warn("start.failed", { requestId, digest, error: String(e) });
-      await this.rollBackStart(group, created);
+      // Not when it was rolled back already (its image went); a catalog that cannot say: try.
+      if ((await this.catalog.getVmGroup(requestId).catch(() => group)) !== undefined) {
+        await this.rollBackStart(group, created);
+      }
       this.ops.fail(opId, e);
       // A failed transfer leaves chunks, a failed first boot an extracted image.
       void this.collector.collect("start.failed");
+    }
+  }
+
+  /**
+   * The group's image, present here (see ImagePuller.ensure). When the transfer fails because
+   * the image went meanwhile (removed from the catalog, or from every datacenter holding it),
+   * the group is rolled back: it can never run.
+   */
+  private async ensureImage(opId: string, group: VmGroupRecord): Promise<TransferSummary | undefined> {
+    const { requestId, digest } = group;
+    try {
+      return await this.puller.ensure(digest, requestId, (p) =>
+        this.ops.progress(opId, {
+          phase: "transfer",
+          bytes_done: p.bytesDone,
+          bytes_total: p.bytesTotal,
+          chunks_done: p.chunksDone,
+          chunks_total: p.chunksTotal,
+          rate: p.rate,
+        }),
+      );
+    } catch (e) {
+      // A catalog that cannot answer now rolls nothing back: the transfer's own error is thrown.
+      const gone = await this.imageUnobtainable(group).catch(() => undefined);
+      if (gone !== undefined) await this.rollBack(group, `${gone} (${String(e)})`);
+      throw e;
+    }
+  }
+
+  /** Stops the group's instances and forgets the group (its capacity is free again), logging why. */
+  private async rollBack(group: VmGroupRecord, reason: string): Promise<void> {
+    const { requestId, digest } = group;
+    try {
+      const stopped = await this.instances.stop(requestId);
+      this.log.warn("start.rolled_back", { requestId, digest, reason, stopped });
+    } catch (e) {
+      this.log.warn("start.rollback_failed", { requestId, digest, reason, error: String(e) });
     }
   }
 
@@ -657,11 +744,7 @@ export class ClusterManager {
       this.log.info("start.kept", { requestId, created, running, failed: vms.length - running });
       return;
     }
-    try {
-      await this.instances.stop(requestId);
-    } catch (e) {
-      this.log.warn("start.rollback_failed", { requestId, error: String(e) });
-    }
+    await this.rollBack(group, "its first start failed and none of its instances ever ran");
   }
 
   /** PlanStartVms: where a start would run and what it would transfer; changes nothing. */
@@ -849,10 +932,61 @@ export class ClusterManager {
   private async stopVms(req: StopVmsRequest__Output, call: Incoming): Promise<Operation> {
     const requestId = checkId("request_id", req.request_id);
     const { group, remote } = await this.groupOwner(req.start_request_id, call, "StopVms");
-    if (remote) return withClient(remote, (c) => c.stopVms(requestId, req.start_request_id, req.vm_ids));
+    if (remote) {
+      try {
+        return await withClient(remote, (c) => c.stopVms(requestId, req.start_request_id, req.vm_ids));
+      } catch (e) {
+        if (!GciError.isInstance(e) || e.code !== "UNAVAILABLE") throw e;
+        return this.forgetUnmanaged(requestId, group, req.vm_ids, e);
+      }
+    }
     return this.operation(`stop-${requestId}`, "stop_vms", async () => {
       const n = await this.instances.stop(group.requestId, req.vm_ids);
       this.log.info("stop.done", { requestId, startRequestId: group.requestId, stopped: n });
+      return {};
+    });
+  }
+
+  /**
+   * StopVms of a whole group whose cluster manager does not answer (`down`): when none of its
+   * VMs has a process (none booting, running or stopping; e.g. a group its cluster manager
+   * accepted and died before starting anything), nothing runs to be stopped, so its records
+   * are forgotten from here and its capacity is free. Otherwise UNAVAILABLE: only the owner
+   * can stop its processes.
+   */
+  private async forgetUnmanaged(
+    requestId: string,
+    group: VmGroupRecord,
+    vmIds: readonly string[],
+    down: GciError,
+  ): Promise<Operation> {
+    const owner = group.datacenter;
+    const restart = `start it again (gci world up), then stop again`;
+    if (vmIds.length > 0) {
+      throw unavailable(
+        `the cluster manager of ${owner}, where start request ${group.requestId} runs, does not answer ` +
+          `(${down.message}): ${restart}`,
+      );
+    }
+    const vms = await this.catalog.listVms({ requestId: group.requestId });
+    const live = vms.filter((v) => v.state === "booting" || v.state === "running" || v.state === "stopping");
+    if (live.length > 0) {
+      throw unavailable(
+        `the cluster manager of ${owner} does not answer (${down.message}) and VMs ` +
+          `${live.map((v) => `${v.id} (${v.state})`).join(", ")} of start request ${group.requestId} ` +
+          `run there: ${restart}`,
+      );
+    }
+    return this.operation(`stop-${requestId}`, "stop_vms", async () => {
+      for (const vm of vms) await this.catalog.deleteVm(vm.id);
+      await this.catalog.deleteVmGroup(group.requestId);
+      this.log.warn("stop.forgotten", {
+        requestId,
+        startRequestId: group.requestId,
+        owner,
+        vms: vms.map((v) => `${v.id} (${v.state})`),
+        reason: down.message,
+      });
       return {};
     });
   }

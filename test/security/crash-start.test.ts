@@ -49,10 +49,13 @@ describe("crash: a StartVms whose converge fails", () => {
     const done = await startGroup(world, "r-1", digest, 2, start);
     const [first, second] = done.start_vms!.vm_ids;
     const firstAddress = (await world.client("r-1").getVm(first)).addresses[0].address;
-    // The second instance dies; a repeated start must start it again, and that start fails.
+    // The second instance dies while its cluster manager is down (a live one's watchdog would
+    // restart it); a repeated start must start it again, and that start fails.
+    world.kill("r-1");
+    await until(() => !isAlive(world.dc("r-1").pid), 10_000, "the cluster manager to exit");
     process.kill(instancePid(world, "r-1", second)!, "SIGKILL");
     await until(() => !isAlive(instancePid(world, "r-1", second)!), 10_000, "the instance to die");
-    await restartWithFailpoint(world, "r-1", "instance.start=error");
+    await world.restart("r-1", { GCI_FAILPOINT: "instance.start=error" });
 
     const client = world.client("r-1");
     await expect(waitForOperation(client, await startAgain(start), { timeoutMs: 60_000 })).rejects.toThrow(

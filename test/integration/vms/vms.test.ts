@@ -73,9 +73,9 @@ describe("VMs at the end of the flow", () => {
     world.kill("eu-1");
     await world.restart("eu-1");
     const ls = await runGci(["vm", "ls", "--world", world.dir, "--json"]);
-    const listed = (JSON.parse(ls.stdout) as { id: string; state: string; requestId: string }[]).filter(
-      (v) => v.requestId === startRequest,
-    );
+    const listed = (
+      JSON.parse(ls.stdout) as { vms: { id: string; state: string; requestId: string }[] }
+    ).vms.filter((v) => v.requestId === startRequest);
     expect(listed.map((v) => [v.id, v.state]).sort()).toEqual(before.map((v) => [v.id, "running"]).sort());
     for (const vm of before) expect(await httpGet(vm.addresses[0].address)).toContain(vm.id);
 
