@@ -578,26 +578,30 @@ const group = new gci.VirtualMachineGroup("web", { catalog, image, region: "b", 
 export const requestId = group.requestId;
 `,
   );
-  const env = { ...process.env, GCI_STATE: stateDir };
-  const gci = (op: string) => [
-    path.join(REPO, "bin", "gci"),
-    "stack",
-    op,
-    "--dir",
-    project,
-    "--stack",
-    "soak",
-    "--state",
-    stateDir,
-    "--json",
-  ];
+  // The raw pulumi CLI, as a user or a CI step runs it: it starts both GCI plugins
+  // (language-host.js runs the program, dynamic-host.js the resources).
+  const env = { ...process.env, ...engineEnv({ stateDir }) };
+  const pulumi = (args: string[], timeout = 240_000) =>
+    execFileP(path.join(engineBinDir(), "pulumi"), [...args, "--stack", "soak", "--cwd", project], {
+      env,
+      timeout,
+      maxBuffer: 64 * MiB,
+    });
+  await pulumi(["stack", "init"]);
   const out: FaultOutcome = { note: "", violations: [], groups: [], digests: [] };
-  const child = spawn(process.execPath, gci("up"), { cwd: REPO, env, detached: true, stdio: "ignore" });
+  const child = spawn(
+    path.join(engineBinDir(), "pulumi"),
+    ["up", "--yes", "--skip-preview", "--stack", "soak", "--cwd", project],
+    { env, detached: true, stdio: "ignore" },
+  );
   const done = new Promise<number>((resolve) => child.on("exit", (code) => resolve(code ?? -1)));
-  const delay = 1000 + r() * 9000;
+  // The kill lands while the plugins run (else it would test nothing): a random moment after
+  // the first of them appears.
+  const pluginsUp = await poll(() => pluginProcesses(stateDir).length > 0, 60_000);
+  const delay = r() * 3000;
   const exited = await Promise.race([done.then(() => true), sleep(delay).then(() => false)]);
   const t0 = Date.now();
-  if (exited) out.note = `fault missed: up ended before ${Math.round(delay)} ms; `;
+  if (exited || !pluginsUp) out.note = `fault missed: up ended before the kill; `;
   else killTree(child.pid!);
   await done;
   // The plugins go with the engine: none may be left once it is gone.
@@ -610,55 +614,42 @@ export const requestId = group.requestId;
     });
     for (const pid of pids) process.kill(pid, "SIGKILL");
   }
-  const pulumiEnv = { ...process.env, ...engineEnv({ stateDir }) };
-  await execFileP(
-    path.join(engineBinDir(), "pulumi"),
-    ["cancel", "--yes", "--stack", "soak", "--cwd", project],
-    { env: pulumiEnv },
-  ).catch(() => undefined);
-  const again = await execFileP(process.execPath, gci("up"), {
-    cwd: REPO,
-    env,
-    timeout: 240_000,
-    maxBuffer: 64 * MiB,
-  }).then(
-    (x) => x.stdout,
-    (e: { stderr?: string; message: string }) => {
-      out.violations.push({ kind: "engine-up-failed", detail: (e.stderr ?? e.message).slice(-300) });
-      return "";
-    },
+  await pulumi(["cancel", "--yes"]).catch(() => undefined); // no lock left when the kill missed
+  await pulumi(["up", "--yes", "--skip-preview"]).catch((e: { stderr?: string; message: string }) => {
+    out.violations.push({ kind: "engine-up-failed", detail: (e.stderr ?? e.message).slice(-300) });
+  });
+  const requestId = await pulumi(["stack", "output", "requestId"]).then(
+    (x) => x.stdout.trim(),
+    () => undefined,
   );
-  const requestId = (() => {
-    try {
-      return (JSON.parse(again.trim().split("\n").pop() ?? "{}") as { outputs?: { requestId?: string } })
-        .outputs?.requestId;
-    } catch {
-      return undefined;
-    }
-  })();
   if (requestId) {
     out.recoverySeconds = await vmsBack(w, requestId, "b-1", 2, t0, timeoutMs);
     out.groups.push({ requestId, dc: "b-1" });
   }
-  out.note += `killed after ${Math.round(delay)} ms`;
+  out.note += `killed ${Math.round(delay)} ms after the plugins started`;
   // The round's own clean-up: destroy the stack (its group), then drop the project.
-  await execFileP(process.execPath, gci("destroy"), {
-    cwd: REPO,
-    env,
-    timeout: 240_000,
-    maxBuffer: 64 * MiB,
-  }).catch(() => undefined);
+  await pulumi(["destroy", "--yes", "--skip-preview"]).catch((e: Error) => {
+    out.violations.push({ kind: "engine-destroy-failed", detail: e.message.slice(-300) });
+  });
   fs.rmSync(project, { recursive: true, force: true });
   fs.rmSync(image.file, { force: true });
   return out;
 }
 
-/** SIGKILL of a process and its descendants (the gci process, the pulumi CLI, the plugins). */
+/**
+ * SIGKILL of `pulumi up` as an operator's kill -9 (or a CI runner's timeout) meets it: the gci
+ * process and the pulumi CLI under it die, the plugin hosts the CLI started do not — they are
+ * orphaned, and must notice on their own that their engine is gone (the leaked-plugin check).
+ */
 function killTree(pid: number): void {
   const procs = listProcesses();
   const tree = [pid];
   for (let i = 0; i < tree.length; i++) for (const p of procs) if (p.ppid === tree[i]) tree.push(p.pid);
+  const plugin = new Set(
+    procs.filter((p) => /language-host\.js|dynamic-host\.js/.test(p.cmdline)).map((p) => p.pid),
+  );
   for (const p of tree) {
+    if (plugin.has(p)) continue;
     try {
       process.kill(p, "SIGKILL");
     } catch {
