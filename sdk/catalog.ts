@@ -1,9 +1,13 @@
 import * as pulumi from "@pulumi/pulumi";
-import { CATALOG_OUTPUT_SCHEMA, CatalogOutput, checkCatalogOutput } from "../provider/dynamic/topology";
+import {
+  CATALOG_OUTPUT_SCHEMA,
+  CatalogOutput,
+  checkCatalogOutput,
+} from "../provider/pulumi/dynamic/topology";
 import { requireWorld, worldDir as resolveWorldDir } from "../provider/world";
 import type { Datacenter } from "./datacenter";
 
-export type { CatalogOutput, DatacenterEntry } from "../provider/dynamic/topology";
+export type { CatalogOutput, DatacenterEntry } from "../provider/pulumi/dynamic/topology";
 
 const BRAND = Symbol.for("gci:Catalog");
 

@@ -1,8 +1,8 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
-import { stateRoot } from "../provider/engine/paths";
-import { GciError } from "../provider/errors";
+import { stateRoot } from "../provider/common/paths";
+import { GciError } from "../provider/common/errors";
 import { MANIFEST_SCHEMA, Manifest, packDirectory, readImage } from "../provider/image";
 import { CatalogInput, catalogValue } from "./catalog";
 import { requestKey } from "./key";

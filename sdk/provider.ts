@@ -1,6 +1,6 @@
 import * as path from "path";
 import type * as pulumi from "@pulumi/pulumi";
-import { packageRoot } from "../provider/engine/paths";
+import { packageRoot } from "../provider/common/paths";
 
 /**
  * The provider object of one resource kind. The engine serializes it into the state as a

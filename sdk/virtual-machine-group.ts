@@ -22,7 +22,7 @@ export interface VirtualMachineGroupArgs {
   /** How many VMs: 1 to 1000. Changing it scales in place. */
   readonly count: pulumi.Input<number>;
   /**
-   * "nano", "micro", "small", "medium" or "large" (provider/vm/sizes.ts). Changing it replaces the VMs.
+   * "nano", "micro", "small", "medium" or "large" (provider/common/sizes.ts). Changing it replaces the VMs.
    * @default "micro"
    */
   readonly machineSize?: pulumi.Input<string>;

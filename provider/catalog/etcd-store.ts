@@ -6,7 +6,7 @@
 
 import { ClientClosedError, Etcd3, IKeyValue, Namespace, isRecoverableError } from "etcd3";
 
-import { GciError, dataLoss, precondition, unavailable } from "../errors";
+import { GciError, dataLoss, precondition, unavailable } from "../common/errors";
 import { keyName } from "./etcd-keys";
 import { BadRecordReporter, readAll, readBack } from "./validate";
 

@@ -10,7 +10,7 @@
  * of record (etcd-topology, -images, -leases, -groups).
  */
 
-import { invalid } from "../errors";
+import { invalid } from "../common/errors";
 import * as groups from "./etcd-groups";
 import * as images from "./etcd-images";
 import * as leases from "./etcd-leases";

@@ -4,7 +4,7 @@
  * (the compare of compare-and-swap). One home, so SQLite and etcd cannot drift apart.
  */
 
-import { exhausted, invalid } from "../errors";
+import { exhausted, invalid } from "../common/errors";
 import type { DatacenterRecord, VmGroupRecord } from "./types";
 
 /** vCPUs and memory the groups hold together. */

@@ -2,7 +2,7 @@
 
 import * as path from "path";
 
-import { invalid } from "../errors";
+import { invalid } from "../common/errors";
 import { EtcdCatalog, ETCD_DEFAULT_PREFIX } from "./etcd";
 import { SqliteCatalog } from "./sqlite";
 import type { Catalog } from "./types";

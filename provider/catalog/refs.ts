@@ -1,6 +1,6 @@
 /** The rule for an image-copy claim (ImageRefRecord), shared by both catalog engines. */
 
-import { invalid } from "../errors";
+import { invalid } from "../common/errors";
 import type { ImageRefRecord } from "./types";
 import { checkCount, checkDigest, checkName } from "./validate";
 

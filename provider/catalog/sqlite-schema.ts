@@ -2,7 +2,7 @@
 
 import type Database from "better-sqlite3";
 
-import { precondition } from "../errors";
+import { precondition } from "../common/errors";
 
 /** The schema this code writes; stored in the file's user_version pragma. */
 export const SQLITE_SCHEMA_VERSION = 2;

@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as path from "path";
 import Database from "better-sqlite3";
 
-import { GciError, precondition, unavailable } from "../errors";
+import { GciError, precondition, unavailable } from "../common/errors";
 import { migrate } from "./sqlite-schema";
 import { BadRecordReporter, readAll } from "./validate";
 

@@ -11,7 +11,7 @@
 
 import * as path from "path";
 
-import { invalid } from "../errors";
+import { invalid } from "../common/errors";
 import * as groups from "./sqlite-groups";
 import * as images from "./sqlite-images";
 import * as leases from "./sqlite-leases";

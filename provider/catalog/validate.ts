@@ -5,8 +5,8 @@
  * @internal
  */
 
-import { dataLoss, GciError, invalid, notFound } from "../errors";
-import { DIGEST_PATTERN as DIGEST } from "../image/digest";
+import { dataLoss, GciError, invalid, notFound } from "../common/errors";
+import { DIGEST_PATTERN as DIGEST } from "../common/digest";
 import type {
   DatacenterRecord,
   ImageRecord,

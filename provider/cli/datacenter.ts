@@ -10,7 +10,10 @@ export function datacenterCommand(): Command {
     .description(
       "restart a datacenter's cluster manager on the same endpoint; its VMs and process instances keep running and the new one adopts them",
     )
-    .option("--world <dir>", "world folder (default $GCI_WORLD or .gci/world)")
+    .option(
+      "--world <dir>",
+      "world folder (default $GCI_WORLD, else world/ in the state folder: see `gci env`)",
+    )
     .option(
       "--grace <seconds>",
       "how long the old cluster manager has to finish its calls before SIGKILL",

@@ -1,8 +1,8 @@
 import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { ENGINE_VERSION, engineBinDir, packageRoot, stateRoot } from "../engine/paths";
-import { cgroupSupport } from "../vm/cgroup";
+import { ENGINE_VERSION, engineBinDir, packageRoot, stateRoot } from "../common/paths";
+import { cgroupSupport } from "../cluster/vm/cgroup";
 
 /** One requirement and whether this machine meets it. */
 export interface DoctorRow {

@@ -1,7 +1,7 @@
 import { randomUUID } from "crypto";
 import * as fs from "fs";
 import { Command } from "commander";
-import { invalid } from "../errors";
+import { invalid } from "../common/errors";
 import { MANIFEST_SCHEMA, assertManifest, packDirectory } from "../image";
 import { bytes, ProgressBar, table, wholeNumber } from "./output";
 import { clientFor, requireWorld, withCatalog, worldDir } from "./world";

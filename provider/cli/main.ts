@@ -1,8 +1,8 @@
 import * as path from "path";
 import { Command, CommanderError } from "commander";
-import { engineEnv } from "../engine/env";
-import { stateRoot } from "../engine/paths";
-import { GciError } from "../errors";
+import { engineEnv } from "../pulumi/engine/env";
+import { stateRoot } from "../common/paths";
+import { GciError } from "../common/errors";
 import { datacenterCommand } from "./datacenter";
 import { runDoctor } from "./doctor";
 import { table } from "./output";

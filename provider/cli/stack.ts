@@ -1,8 +1,8 @@
 import { Command } from "commander";
 import type { EngineEvent } from "@pulumi/pulumi/automation";
-import { previewReport } from "../dynamic";
-import { invalid } from "../errors";
-import { openStack } from "../engine/stack";
+import { previewReport } from "../pulumi/dynamic";
+import { invalid } from "../common/errors";
+import { openStack } from "../pulumi/engine/stack";
 
 type Op = "preview" | "up" | "refresh" | "destroy" | "output" | "cancel";
 

@@ -1,8 +1,8 @@
 import { randomUUID } from "crypto";
 import { Command } from "commander";
 import type { DatacenterRecord, VmGroupRecord, VmRecord } from "../catalog";
-import { ClusterClient, Operation, waitForOperation } from "../client";
-import { invalid } from "../errors";
+import { ClusterClient, Operation, waitForOperation } from "../common/client";
+import { invalid } from "../common/errors";
 import { WorldState } from "../world";
 import { ProgressBar, table, wholeNumber } from "./output";
 import { clientFor, requireWorld, withCatalog, worldDir } from "./world";

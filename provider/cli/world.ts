@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import { openCatalog, Catalog } from "../catalog";
-import { ClusterClient } from "../client";
-import { notFound, precondition } from "../errors";
+import { ClusterClient } from "../common/client";
+import { notFound, precondition } from "../common/errors";
 import {
   readSpec,
   specFromFlags,
@@ -61,7 +61,10 @@ export function worldCommand(): Command {
     .description(
       "start a world (default: regions us:2, eu:1, ap:1); in a running world, restart only the datacenters that are down, on their endpoints",
     )
-    .option("--world <dir>", "world folder (default $GCI_WORLD or .gci/world)")
+    .option(
+      "--world <dir>",
+      "world folder (default $GCI_WORLD, else world/ in the state folder: see `gci env`)",
+    )
     .option("--config <file>", 'world config JSON: {"regions": {"us": ["us-1", "us-2"]}, "vcpus": 16}')
     .option(
       "--region <name[:count]>",

@@ -3,8 +3,8 @@
  * streams past, and, once the archive is known, whether the manifest's disk leads to a flagged file.
  */
 
-import { invalid } from "../errors";
-import { show } from "./digest";
+import { invalid } from "../common/errors";
+import { show } from "../common/digest";
 import { DISK_HEADER_BYTES, checkDisk, diskProblem, isQcow2 } from "./qcow2";
 import type { ImageTree } from "./tree";
 

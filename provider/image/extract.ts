@@ -8,8 +8,8 @@
 import { constants } from "fs";
 import { link, lstat, mkdir, open, readdir, realpath, rm, symlink } from "fs/promises";
 import { basename, join, sep } from "path";
-import { invalid, precondition } from "../errors";
-import { show } from "./digest";
+import { invalid, precondition } from "../common/errors";
+import { show } from "../common/digest";
 import { type ArchiveEntry, type ImageInfo, readImage, validateArchive } from "./format";
 
 /** Options of extractImage. */
@@ -143,7 +143,7 @@ async function clear(root: string): Promise<void> {
   // root was created and resolved moments ago: readdir fails only if it was removed meanwhile
   // (nothing left to clear) or made unreadable by someone else. What stays is never used as an
   // image: the daemon marks an extraction complete only after extractImage resolves, and removes
-  // an unmarked directory before extracting into it again (provider/daemon/instances.ts, imageDir).
+  // an unmarked directory before extracting into it again (provider/cluster/instances.ts, imageDir).
   const names = await readdir(root).catch(() => [] as string[]);
   await Promise.all(names.map((name) => rm(join(root, name), { recursive: true, force: true })));
 }

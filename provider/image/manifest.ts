@@ -4,8 +4,8 @@
  * the same directory with the same manifest always yields the same bytes.
  */
 
-import { invalid } from "../errors";
-import { show } from "./digest";
+import { invalid } from "../common/errors";
+import { show } from "../common/digest";
 import { checkImagePath } from "./paths";
 
 /** The only schema this version reads and writes. */

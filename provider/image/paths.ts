@@ -5,8 +5,8 @@
  * @internal
  */
 
-import { invalid } from "../errors";
-import { show } from "./digest";
+import { invalid } from "../common/errors";
+import { show } from "../common/digest";
 
 /** Longest path accepted for one entry, in UTF-8 bytes (Linux's PATH_MAX). */
 export const MAX_PATH_BYTES = 4096;

@@ -9,7 +9,7 @@
  */
 
 import * as fs from "fs";
-import { invalid } from "../errors";
+import { invalid } from "../common/errors";
 
 /** The first bytes of a qcow2 file: "QFI\xfb". */
 export const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);

@@ -5,8 +5,8 @@
  */
 
 import type * as tar from "tar-stream";
-import { GciError, dataLoss, invalid } from "../errors";
-import { type Meter, show } from "./digest";
+import { GciError, dataLoss, invalid } from "../common/errors";
+import { type Meter, show } from "../common/digest";
 import { DiskHeads } from "./disks";
 import { MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, parseManifest, referencedPaths } from "./manifest";
 import { type EntryKind, entryPath } from "./paths";

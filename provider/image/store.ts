@@ -16,8 +16,8 @@ import { randomUUID } from "crypto";
 import { mkdir, open, readFile, readdir, rename, stat, unlink, utimes } from "fs/promises";
 import { dirname, join } from "path";
 import { Readable } from "stream";
-import { GciError, dataLoss, invalid, notFound, precondition } from "../errors";
-import { SHA256_HEX_PATTERN, checkChunkSha, checkDigest, sha256Hex, show } from "./digest";
+import { GciError, dataLoss, invalid, notFound, precondition } from "../common/errors";
+import { SHA256_HEX_PATTERN, checkChunkSha, checkDigest, sha256Hex, show } from "../common/digest";
 import { type ArchiveSource, type ImageInfo, readImage } from "./format";
 import { type Manifest, assertManifest } from "./manifest";
 
@@ -65,7 +65,7 @@ export interface CommitImageOptions {
   readonly name?: string;
   /**
    * What readImage established while the chunks arrived (a transfer validates the archive as
-   * it streams in, see provider/daemon/transfer.ts): taken instead of reading every chunk
+   * it streams in, see provider/cluster/transfer.ts): taken instead of reading every chunk
    * again. Its digest must be the one committed. @default the chunks are read and validated
    */
   readonly verified?: ImageInfo;

@@ -4,7 +4,7 @@
  */
 
 import type * as tar from "tar-stream";
-import type { Meter } from "./digest";
+import type { Meter } from "../common/digest";
 import type { ReadImageOptions } from "./types";
 
 /**

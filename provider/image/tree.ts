@@ -5,8 +5,8 @@
  * @internal
  */
 
-import { invalid } from "../errors";
-import { show } from "./digest";
+import { invalid } from "../common/errors";
+import { show } from "../common/digest";
 import { PathTable } from "./path-table";
 import { type EntryKind, HOW_TO_REPACK, MAX_LINK_WALK, MAX_PATHS, MAX_TOTAL_PATH_BYTES } from "./paths";
 

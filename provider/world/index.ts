@@ -4,10 +4,10 @@ import * as net from "net";
 import * as path from "path";
 import { openCatalog } from "../catalog";
 import { checkName } from "../catalog/validate";
-import { ClusterClient } from "../client";
-import { packageRoot, stateRoot } from "../engine/paths";
-import { invalid, notFound, precondition, unavailable } from "../errors";
-import { isSameProcess, procStat } from "../vm/host";
+import { ClusterClient } from "../common/client";
+import { packageRoot, stateRoot } from "../common/paths";
+import { invalid, notFound, precondition, unavailable } from "../common/errors";
+import { isSameProcess, procStat } from "../common/proc";
 
 /** The shape of a world: regions and their datacenters. */
 export interface WorldSpec {
@@ -110,7 +110,7 @@ function checkSpec(raw: unknown, where: string): WorldSpec {
 
 /** The compiled cluster-manager entry point (tests run this module from source, the daemon always from dist/). */
 function daemonMain(): string {
-  return path.join(packageRoot(), "dist", "provider", "daemon", "main.js");
+  return path.join(packageRoot(), "dist", "provider", "cluster", "main.js");
 }
 
 function stateFile(dir: string): string {

@@ -1,4 +1,4 @@
-import { GciError } from "../../provider/errors";
+import { GciError } from "../../provider/common/errors";
 
 /** One invalid input: where it is (a property path) and why, naming the bad value and the fix. */
 export interface Problem {

@@ -3,7 +3,7 @@ import { randomBytes, randomUUID } from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ClusterClient, waitForOperation } from "../../provider/client";
+import { ClusterClient, waitForOperation } from "../../provider/common/client";
 import { packDirectory } from "../../provider/image";
 import { startWorld, stopWorld } from "../../provider/world";
 

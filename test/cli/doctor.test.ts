@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ENGINE_VERSION, engineBinDir } from "../../provider/engine/paths";
+import { ENGINE_VERSION, engineBinDir } from "../../provider/common/paths";
 import { REPO, runGci } from "../support/engine";
 
 interface Row {

@@ -1,6 +1,6 @@
 import * as fs from "fs";
 import * as path from "path";
-import { waitForOperation } from "../../provider/client";
+import { waitForOperation } from "../../provider/common/client";
 import { REPO, TempProject, tempProject } from "../support/engine";
 import { processImage } from "../support/guest";
 import { processesMentioning } from "../support/procs";

@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { SqliteCatalog } from "../../provider/catalog";
-import { ENGINE_VERSION } from "../../provider/engine/paths";
+import { ENGINE_VERSION } from "../../provider/common/paths";
 import { REPO, TempProject, engineVersion, tempProject } from "../support/engine";
 
 /**

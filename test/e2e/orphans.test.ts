@@ -1,7 +1,7 @@
 import { spawn } from "child_process";
 import * as fs from "fs";
-import { engineEnv } from "../../provider/engine/env";
-import { isSameProcess, procStat } from "../../provider/vm/host";
+import { engineEnv } from "../../provider/pulumi/engine/env";
+import { isSameProcess, procStat } from "../../provider/common/proc";
 import { tempProject, TempProject } from "../support/engine";
 import { until } from "../support/world";
 import { killTree, pulumiCli } from "./support";

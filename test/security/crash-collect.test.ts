@@ -9,7 +9,7 @@ import { ChildProcess, spawn } from "child_process";
 import { createHash, randomBytes, randomUUID } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { waitForOperation } from "../../provider/client";
+import { waitForOperation } from "../../provider/common/client";
 import { isAlive } from "../../provider/world";
 import { makeImage, testWorld, TestWorld, until } from "../support/world";
 import { push, startGroup } from "./crash-support";

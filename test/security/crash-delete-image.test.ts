@@ -7,7 +7,7 @@
 import { randomUUID } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { waitForOperation } from "../../provider/client";
+import { waitForOperation } from "../../provider/common/client";
 import { makeImage, testWorld, TestWorld, until } from "../support/world";
 import { push, restartAfterFailpoint, restartWithFailpoint, startGroup } from "./crash-support";
 

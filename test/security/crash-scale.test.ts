@@ -5,7 +5,7 @@
  */
 
 import { randomUUID } from "crypto";
-import { waitForOperation } from "../../provider/client";
+import { waitForOperation } from "../../provider/common/client";
 import { processImage } from "../support/guest";
 import { testWorld, TestWorld } from "../support/world";
 import { push, restartAfterFailpoint, restartWithFailpoint, startGroup } from "./crash-support";

@@ -5,7 +5,7 @@
  */
 
 import { randomUUID } from "crypto";
-import { waitForOperation } from "../../provider/client";
+import { waitForOperation } from "../../provider/common/client";
 import { isAlive } from "../../provider/world";
 import { processImage } from "../support/guest";
 import { testWorld, TestWorld, until } from "../support/world";

@@ -1,12 +1,12 @@
 /**
  * Shared steps of the crash and race tests: real cluster managers (test/support/world.ts),
- * real process instances, and fail points (provider/daemon/failpoint.ts) armed through the
+ * real process instances, and fail points (provider/cluster/failpoint.ts) armed through the
  * environment of one daemon start.
  */
 
 import { randomUUID } from "crypto";
 import * as fs from "fs";
-import { Operation, waitForOperation } from "../../provider/client";
+import { Operation, waitForOperation } from "../../provider/common/client";
 import { isAlive } from "../../provider/world";
 import { TestWorld, until } from "../support/world";
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "crypto";
 import Database from "better-sqlite3";
-import { ClusterClient } from "../../provider/client";
+import { ClusterClient } from "../../provider/common/client";
 import { runGci } from "../support/engine";
 import { processImage } from "../support/guest";
 import { testWorld, TestWorld } from "../support/world";

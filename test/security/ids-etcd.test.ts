@@ -4,7 +4,7 @@ import * as os from "os";
 import * as path from "path";
 import { Etcd3 } from "etcd3";
 import { ETCD_DEFAULT_PREFIX } from "../../provider/catalog";
-import { waitForOperation } from "../../provider/client";
+import { waitForOperation } from "../../provider/common/client";
 import { runGci } from "../support/engine";
 import { EtcdCluster, startEtcdCluster } from "../support/etcd";
 import { processesMentioning } from "../support/procs";

@@ -3,7 +3,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import Database from "better-sqlite3";
-import { waitForOperation } from "../../provider/client";
+import { waitForOperation } from "../../provider/common/client";
 import { runGci } from "../support/engine";
 import { processImage } from "../support/guest";
 import { processesMentioning } from "../support/procs";

@@ -9,7 +9,7 @@ import { randomUUID } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import * as tar from "tar-stream";
-import { ProcessDriver } from "../../provider/vm";
+import { ProcessDriver } from "../../provider/cluster/vm";
 import { testWorld } from "../support/world";
 import { processFixture, ProcessFixture, runScript, specFor } from "./process-helpers";
 

@@ -9,7 +9,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { extractImage, Manifest } from "../../provider/image";
-import { InstanceHandle, InstanceSpec, ProcessDriver } from "../../provider/vm";
+import { InstanceHandle, InstanceSpec, ProcessDriver } from "../../provider/cluster/vm";
 import { BuiltImage, processImage } from "../support/guest";
 
 /** The process-web image, extracted into a folder of the test's own. */

@@ -7,12 +7,12 @@
 import { randomUUID } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { waitForOperation } from "../../provider/client";
+import { waitForOperation } from "../../provider/common/client";
 import { extractImage, packDirectory } from "../../provider/image";
 import { execFileSync } from "child_process";
 import * as os from "os";
-import { InstanceHandle, ProcessDriver, QemuDriver } from "../../provider/vm";
-import { resolveQemu } from "../../provider/vm/qemu";
+import { InstanceHandle, ProcessDriver, QemuDriver } from "../../provider/cluster/vm";
+import { resolveQemu } from "../../provider/cluster/vm/qemu";
 import { guestImage } from "../support/guest";
 import { testWorld, until } from "../support/world";
 import { outputOf, processFixture, ProcessFixture, specFor } from "./process-helpers";

@@ -8,8 +8,8 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as net from "net";
 import * as path from "path";
-import { InstanceHandle, ProcessDriver } from "../../provider/vm";
-import { DEFAULT_UID_DIR, UID_BASE } from "../../provider/vm/uid";
+import { InstanceHandle, ProcessDriver } from "../../provider/cluster/vm";
+import { DEFAULT_UID_DIR, UID_BASE } from "../../provider/cluster/vm/uid";
 import { testWorld, TestWorld } from "../support/world";
 import {
   entrypointOf,

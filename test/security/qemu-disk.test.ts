@@ -3,9 +3,9 @@ import { createHash, randomBytes } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { promisify } from "util";
-import { GciError } from "../../provider/errors";
-import { diskArgs, QemuDriver, resolveQemu } from "../../provider/vm/qemu";
-import type { InstanceHandle } from "../../provider/vm";
+import { GciError } from "../../provider/common/errors";
+import { diskArgs, QemuDriver, resolveQemu } from "../../provider/cluster/vm/qemu";
+import type { InstanceHandle } from "../../provider/cluster/vm";
 import { consoleLine, ProbeGuests, probeGuests } from "./qemu-guests";
 
 const execFileP = promisify(execFile);

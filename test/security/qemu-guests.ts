@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { extractImage, Manifest } from "../../provider/image";
-import type { InstanceHandle, InstanceSpec } from "../../provider/vm";
+import type { InstanceHandle, InstanceSpec } from "../../provider/cluster/vm";
 import { BuiltImage, probeGuestImage } from "../support/guest";
 
 /** The probe-guest image extracted into a temporary folder, and specs to boot it. */

@@ -1,8 +1,8 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { resolveQemu } from "../../provider/vm/qemu";
-import { DEFAULT_UID_DIR, UID_BASE } from "../../provider/vm/uid";
+import { resolveQemu } from "../../provider/cluster/vm/qemu";
+import { DEFAULT_UID_DIR, UID_BASE } from "../../provider/cluster/vm/uid";
 import { readWorld, stopWorld } from "../../provider/world";
 import { runGci } from "../support/engine";
 import { until } from "../support/world";

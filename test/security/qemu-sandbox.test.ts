@@ -3,9 +3,9 @@ import * as fs from "fs";
 import * as http from "http";
 import type { AddressInfo } from "net";
 import * as path from "path";
-import { QemuDriver } from "../../provider/vm";
-import type { InstanceHandle } from "../../provider/vm";
-import { DEFAULT_UID_DIR, UID_BASE } from "../../provider/vm/uid";
+import { QemuDriver } from "../../provider/cluster/vm";
+import type { InstanceHandle } from "../../provider/cluster/vm";
+import { DEFAULT_UID_DIR, UID_BASE } from "../../provider/cluster/vm/uid";
 import { consoleLine, ProbeGuests, probeGuests } from "./qemu-guests";
 
 /** Uid, gid and supplementary groups of a live process, from /proc/<pid>/status. */

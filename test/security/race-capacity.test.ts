@@ -6,8 +6,8 @@
 
 import { randomUUID } from "crypto";
 import { Catalog } from "../../provider/catalog";
-import { waitForOperation } from "../../provider/client";
-import { GciError } from "../../provider/errors";
+import { waitForOperation } from "../../provider/common/client";
+import { GciError } from "../../provider/common/errors";
 import { EtcdCluster, startEtcdCluster } from "../support/etcd";
 import { processImage } from "../support/guest";
 import { testWorld, TestWorld } from "../support/world";

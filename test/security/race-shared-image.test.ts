@@ -6,9 +6,9 @@
  */
 
 import { randomUUID } from "crypto";
-import { waitForOperation } from "../../provider/client";
-import { imageHandlers, ImageInputs, ImageOutputs } from "../../provider/dynamic/image";
-import { CATALOG_OUTPUT_SCHEMA, CatalogOutput } from "../../provider/dynamic/topology";
+import { waitForOperation } from "../../provider/common/client";
+import { imageHandlers, ImageInputs, ImageOutputs } from "../../provider/pulumi/dynamic/image";
+import { CATALOG_OUTPUT_SCHEMA, CatalogOutput } from "../../provider/pulumi/dynamic/topology";
 import { makeImage, testWorld, TestWorld } from "../support/world";
 import { startGroup } from "./crash-support";
 

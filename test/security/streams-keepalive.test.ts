@@ -1,9 +1,9 @@
 import { Socket, connect } from "net";
-import { SERVER_OPTIONS } from "../../provider/rpc/proto";
+import { SERVER_OPTIONS } from "../../provider/common/rpc/proto";
 import { testWorld, type TestWorld } from "../support/world";
 
 /**
- * Keepalive on a cluster manager's gRPC server (provider/rpc/proto.ts): a client that connects
+ * Keepalive on a cluster manager's gRPC server (provider/common/rpc/proto.ts): a client that connects
  * and then goes quiet is pinged after grpc.keepalive_time_ms, and one that never answers the
  * ping is disconnected after grpc.keepalive_timeout_ms, so a dead peer's connection (and what it
  * holds) is freed. The client is a raw TCP socket speaking just enough HTTP/2: the preface, an

@@ -5,8 +5,8 @@ import * as net from "net";
 import { tmpdir } from "os";
 import { join } from "path";
 import { packDirectory } from "../../provider/image";
-import { STREAM_IDLE_MS } from "../../provider/daemon/transfer";
-import { MAX_CONCURRENT_STREAMS } from "../../provider/rpc/proto";
+import { STREAM_IDLE_MS } from "../../provider/cluster/transfer";
+import { MAX_CONCURRENT_STREAMS } from "../../provider/common/rpc/proto";
 import { QEMU_MANIFEST, makeImageDir } from "../unit/image/helpers";
 import { makeImage, testWorld, type TestWorld } from "../support/world";
 

@@ -2,7 +2,7 @@ import { randomUUID } from "crypto";
 import { createReadStream, mkdtempSync, rmSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
-import { waitForOperation } from "../../provider/client";
+import { waitForOperation } from "../../provider/common/client";
 import { makeImage, testWorld, until, type TestWorld } from "../support/world";
 
 /**

@@ -2,9 +2,9 @@ import { ChildProcess, spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ClusterClient } from "../../provider/client";
+import { ClusterClient } from "../../provider/common/client";
 import { readWorld, stopWorld } from "../../provider/world";
-import { isSameProcess, procStat } from "../../provider/vm/host";
+import { isSameProcess, procStat } from "../../provider/common/proc";
 import { runGci } from "../support/engine";
 
 /**

@@ -3,7 +3,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
-import { engineBinDir } from "../../provider/engine/paths";
+import { engineBinDir } from "../../provider/common/paths";
 
 const execFileP = promisify(execFile);
 

@@ -4,9 +4,9 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
-import { cacheRoot } from "../../provider/engine/paths";
+import { cacheRoot } from "../../provider/common/paths";
 import { Manifest, packDirectory } from "../../provider/image";
-import { packageRoot } from "../../provider/engine/paths";
+import { packageRoot } from "../../provider/common/paths";
 
 const execFileP = promisify(execFile);
 

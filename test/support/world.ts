@@ -3,7 +3,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Catalog, openCatalog } from "../../provider/catalog";
-import { ClusterClient } from "../../provider/client";
+import { ClusterClient } from "../../provider/common/client";
 import { extractImage, packDirectory } from "../../provider/image";
 import { processImage } from "./guest";
 import {

@@ -1,13 +1,13 @@
 /**
  * Issue 11, item 5: a removal of an image from a datacenter cancels the transfer of it into
  * that datacenter, a transfer the removal overtook while its receiver was down is not resumed,
- * and the chunks of cancelled and failed transfers are collected (see provider/daemon/collector.ts).
+ * and the chunks of cancelled and failed transfers are collected (see provider/cluster/collector.ts).
  */
 
 import { randomUUID } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { waitForOperation } from "../../../provider/client";
+import { waitForOperation } from "../../../provider/common/client";
 import { isAlive } from "../../../provider/world";
 import { runGci } from "../../support/engine";
 import { push } from "../../security/crash-support";

@@ -5,7 +5,7 @@ import * as os from "os";
 import * as path from "path";
 import { execFile } from "child_process";
 import { promisify } from "util";
-import { ClusterClient, waitForOperation } from "../../../provider/client";
+import { ClusterClient, waitForOperation } from "../../../provider/common/client";
 import { runGci } from "../../support/engine";
 import { makeImage, testWorld, TestWorld } from "../../support/world";
 

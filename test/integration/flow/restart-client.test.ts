@@ -3,9 +3,9 @@ import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import { ClusterClient } from "../../../provider/client";
-import { replicaHandlers, ReplicaInputs } from "../../../provider/dynamic/replica";
-import { CATALOG_OUTPUT_SCHEMA } from "../../../provider/dynamic/topology";
+import { ClusterClient } from "../../../provider/common/client";
+import { replicaHandlers, ReplicaInputs } from "../../../provider/pulumi/dynamic/replica";
+import { CATALOG_OUTPUT_SCHEMA } from "../../../provider/pulumi/dynamic/topology";
 import { runGci } from "../../support/engine";
 import { makeImage, testWorld, TestWorld, until } from "../../support/world";
 

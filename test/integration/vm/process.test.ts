@@ -2,10 +2,10 @@ import { randomBytes } from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { GciError } from "../../../provider/errors";
+import { GciError } from "../../../provider/common/errors";
 import { extractImage, Manifest, MANIFEST_SCHEMA } from "../../../provider/image";
-import { InstanceHandle, InstanceSpec, ProcessDriver } from "../../../provider/vm";
-import { cgroupSupport } from "../../../provider/vm/cgroup";
+import { InstanceHandle, InstanceSpec, ProcessDriver } from "../../../provider/cluster/vm";
+import { cgroupSupport } from "../../../provider/cluster/vm/cgroup";
 import { BuiltImage, processImage } from "../../support/guest";
 
 async function httpGet(address: string): Promise<string> {

@@ -2,10 +2,10 @@ import { randomBytes } from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { GciError } from "../../../provider/errors";
+import { GciError } from "../../../provider/common/errors";
 import { extractImage, Manifest, MANIFEST_SCHEMA } from "../../../provider/image";
-import { driverFor, loadHandle, ProcessDriver, QemuDriver } from "../../../provider/vm";
-import type { InstanceSpec } from "../../../provider/vm";
+import { driverFor, loadHandle, ProcessDriver, QemuDriver } from "../../../provider/cluster/vm";
+import type { InstanceSpec } from "../../../provider/cluster/vm";
 import { BuiltImage, guestImage } from "../../support/guest";
 import { processesMentioning } from "../../support/procs";
 

@@ -10,7 +10,7 @@ import { randomUUID } from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { waitForOperation } from "../../../provider/client";
+import { waitForOperation } from "../../../provider/common/client";
 import { isAlive } from "../../../provider/world";
 import { runGci } from "../../support/engine";
 import { guestImage } from "../../support/guest";

@@ -2,7 +2,7 @@ import { randomUUID } from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { waitForOperation } from "../../../provider/client";
+import { waitForOperation } from "../../../provider/common/client";
 import { runGci } from "../../support/engine";
 import { guestImage, processImage } from "../../support/guest";
 import { processesMentioning } from "../../support/procs";

@@ -2,7 +2,7 @@ import { randomUUID } from "crypto";
 import * as fs from "fs";
 import * as net from "net";
 import * as path from "path";
-import { ClusterClient } from "../../../provider/client";
+import { ClusterClient } from "../../../provider/common/client";
 import { DatacenterProcess, isAlive, readWorld, WorldState } from "../../../provider/world";
 import { instancePid, push, startGroup } from "../../security/crash-support";
 import { runGci } from "../../support/engine";

@@ -1,7 +1,7 @@
 import { randomUUID } from "crypto";
 import * as net from "net";
 import { Readable } from "stream";
-import { ClusterClient, RetryEvent, retryBoundMs } from "../../../provider/client";
+import { ClusterClient, RetryEvent, retryBoundMs } from "../../../provider/common/client";
 
 /** A 127.0.0.1 endpoint nothing listens on (a port bound, then let go). */
 async function deadEndpoint(): Promise<string> {

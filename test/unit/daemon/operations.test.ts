@@ -1,5 +1,5 @@
-import { GciError } from "../../../provider/errors";
-import { Operations } from "../../../provider/daemon/operations";
+import { GciError } from "../../../provider/common/errors";
+import { Operations } from "../../../provider/cluster/operations";
 
 describe("the operations registry", () => {
   afterEach(() => jest.restoreAllMocks());

@@ -1,4 +1,4 @@
-import { reviveDelay } from "../../../provider/daemon/instances";
+import { reviveDelay } from "../../../provider/cluster/instances";
 
 describe("reviveDelay (the watchdog's backoff)", () => {
   it("restarts a first death at once, then waits 1 s doubling, at most a minute", () => {

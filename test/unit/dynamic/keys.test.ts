@@ -1,4 +1,4 @@
-import { derivedRequestId, nextGeneration } from "../../../provider/dynamic/keys";
+import { derivedRequestId, nextGeneration } from "../../../provider/pulumi/dynamic/keys";
 
 describe("idempotency keys", () => {
   const key = "app/dev/gci:VirtualMachineGroup//web-eu";

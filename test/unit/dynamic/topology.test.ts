@@ -4,8 +4,8 @@ import {
   CATALOG_OUTPUT_SCHEMA,
   catalogOutputProblems,
   checkCatalogOutput,
-} from "../../../provider/dynamic/topology";
-import { UNKNOWN } from "../../../provider/dynamic/inputs";
+} from "../../../provider/pulumi/dynamic/topology";
+import { UNKNOWN } from "../../../provider/pulumi/dynamic/inputs";
 
 const schema = JSON.parse(
   fs.readFileSync(path.join(__dirname, "..", "..", "..", "schema", "catalog-output.schema.json"), "utf8"),

@@ -1,6 +1,6 @@
-import { UNKNOWN } from "../../../provider/dynamic/inputs";
-import { previewReport } from "../../../provider/dynamic/report";
-import { VmGroupInputs, VmGroupOutputs, vmGroupHandlers } from "../../../provider/dynamic/vmgroup";
+import { UNKNOWN } from "../../../provider/pulumi/dynamic/inputs";
+import { previewReport } from "../../../provider/pulumi/dynamic/report";
+import { VmGroupInputs, VmGroupOutputs, vmGroupHandlers } from "../../../provider/pulumi/dynamic/vmgroup";
 
 const catalog = {
   schema: "gci.catalog/v1" as const,

@@ -2,7 +2,7 @@ import * as path from "path";
 import { REPO } from "../../support/engine";
 
 // The built host, as the engine runs it (its serialized provider names files under dist/).
-const host = require(path.join(REPO, "dist", "provider", "engine", "dynamic-host.js")) as {
+const host = require(path.join(REPO, "dist", "provider", "pulumi", "engine", "dynamic-host.js")) as {
   gciKind(type: string): string | undefined;
   typeOfUrn(urn: string): string;
   serializedProvider(kind: string): string;

@@ -7,7 +7,7 @@ import { randomBytes } from "crypto";
 import { chmod, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "fs/promises";
 import { tmpdir } from "os";
 import { join } from "path";
-import { GciError } from "../../../provider/errors";
+import { GciError } from "../../../provider/common/errors";
 import type { Manifest } from "../../../provider/image";
 
 export const CORPUS_DIR = join(__dirname, "..", "..", "fixtures", "bad-archives");

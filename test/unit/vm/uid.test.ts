@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { claimUid, releaseUid, UID_BASE, UID_SLOTS } from "../../../provider/vm/uid";
+import { claimUid, releaseUid, UID_BASE, UID_SLOTS } from "../../../provider/cluster/vm/uid";
 
 describe("instance uids", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gci-uids-"));
