@@ -2,7 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 
 /**
  * The stable key of a resource: project, stack, type, parent and name — what its URN is
- * made of. The handlers derive idempotency keys from it (provider/dynamic/keys.ts), since a
+ * made of. The handlers derive idempotency keys from it (provider/pulumi/dynamic/keys.ts), since a
  * dynamic provider's create is not told the URN. Known during preview.
  * @internal
  */

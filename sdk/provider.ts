@@ -9,7 +9,7 @@ import { packageRoot } from "../provider/common/paths";
  * @internal
  */
 export function providerFor(kind: string): pulumi.dynamic.ResourceProvider {
-  const handlersPath = path.join(packageRoot(), "dist", "provider", "dynamic", "handlers.js");
+  const handlersPath = path.join(packageRoot(), "dist", "provider", "pulumi", "dynamic", "handlers.js");
   const load = (): Required<pulumi.dynamic.ResourceProvider> => require(handlersPath).handlers[kind];
   return {
     check: (olds, news) => load().check(olds, news),

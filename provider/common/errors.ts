@@ -1,6 +1,6 @@
 /**
  * Domain errors. Every error GCI raises on purpose is a GciError with a stable code; one
- * function (provider/rpc/status.ts) maps the codes to gRPC status codes. Messages say what
+ * function (provider/common/rpc/status.ts) maps the codes to gRPC status codes. Messages say what
  * happened, name the bad value, and say how to fix it.
  */
 

@@ -571,7 +571,8 @@ async function engineKill(
   fs.symlinkSync(path.join(REPO, "node_modules"), path.join(project, "node_modules"));
   fs.writeFileSync(
     path.join(project, "index.ts"),
-    `import * as gci from ${JSON.stringify(path.join(REPO, "sdk"))};
+    // The package as a user's program imports it (its compiled dist/, "main" in package.json).
+    `import * as gci from ${JSON.stringify(REPO)};
 const catalog = gci.Catalog.fromWorld(${JSON.stringify(w.worldDir)});
 const image = new gci.Image("img", { catalog, datacenter: "a-1", file: ${JSON.stringify(image.file)} });
 const group = new gci.VirtualMachineGroup("web", { catalog, image, region: "b", count: 2, machineSize: "nano" });
@@ -614,18 +615,41 @@ export const requestId = group.requestId;
     });
     for (const pid of pids) process.kill(pid, "SIGKILL");
   }
+  // "VMs running again": the moment this round's group runs its 2 VMs in b-1, watched while the
+  // operator's recovery (cancel, up again) runs — the cluster manager may finish a start the
+  // killed engine had sent before the second up reaches it.
+  let runningAt: number | undefined;
+  let watching = true;
+  const watch = (async () => {
+    while (watching && runningAt === undefined) {
+      const groups = await w.catalog((c) => c.listVmGroups("b-1")).catch(() => []);
+      for (const g of groups.filter((g) => g.digest === image.digest))
+        if ((await w.liveCount(g.requestId, "b-1")) === 2) runningAt = Date.now();
+      await sleep(100);
+    }
+  })();
   await pulumi(["cancel", "--yes"]).catch(() => undefined); // no lock left when the kill missed
-  await pulumi(["up", "--yes", "--skip-preview"]).catch((e: { stderr?: string; message: string }) => {
-    out.violations.push({ kind: "engine-up-failed", detail: (e.stderr ?? e.message).slice(-300) });
-  });
+  await pulumi(["up", "--yes", "--skip-preview"]).catch(
+    (e: { stdout?: string; stderr?: string; message: string }) => {
+      // The CLI writes a program's failure to stdout, its own to stderr.
+      const said = `${e.stdout ?? ""}${e.stderr ?? ""}`.trim() || e.message;
+      out.violations.push({ kind: "engine-up-failed", detail: said.slice(-400) });
+    },
+  );
   const requestId = await pulumi(["stack", "output", "requestId"]).then(
     (x) => x.stdout.trim(),
     () => undefined,
   );
   if (requestId) {
-    out.recoverySeconds = await vmsBack(w, requestId, "b-1", 2, t0, timeoutMs);
+    const back = await vmsBack(w, requestId, "b-1", 2, t0, timeoutMs);
+    watching = false;
+    await watch;
+    out.recoverySeconds =
+      back === undefined ? undefined : Math.round(((runningAt ?? Date.now()) - t0) / 10) / 100;
     out.groups.push({ requestId, dc: "b-1" });
   }
+  watching = false;
+  await watch;
   out.note += `killed ${Math.round(delay)} ms after the plugins started`;
   // The round's own clean-up: destroy the stack (its group), then drop the project.
   await pulumi(["destroy", "--yes", "--skip-preview"]).catch((e: Error) => {
