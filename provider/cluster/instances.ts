@@ -424,12 +424,14 @@ export class InstanceManager {
   }
 
   /**
-   * Whether `vm` should run and does not: recorded running with its process gone, or failed
-   * after a restart by the watchdog (which keeps trying, backing off). An instance failed for
-   * another reason waits for a repeated start, as before.
+   * Whether `vm` should run and does not: recorded running with its process gone, or failed —
+   * killed while it booted, dead before the daemon restarted, or failed after a restart by the
+   * watchdog. A group is desired state: every instance below its count is brought back, backing
+   * off (reviveDelay) when it keeps failing. revive() re-checks under the group's lock, so a start
+   * still converging, or one that rolled its group back, is never raced.
    */
   private isDead(vm: VmRecord): boolean {
-    if (vm.state === "failed") return this.revivals.has(vm.id);
+    if (vm.state === "failed") return true;
     if (vm.state !== "running") return false;
     try {
       const handle = loadHandle(this.runDir(vm.id));

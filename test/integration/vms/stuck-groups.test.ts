@@ -11,6 +11,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { waitForOperation } from "../../../provider/common/client";
+import { extractImage, packDirectory } from "../../../provider/image";
 import { isAlive } from "../../../provider/world";
 import { runGci } from "../../support/engine";
 import { guestImage } from "../../support/guest";
@@ -254,6 +255,48 @@ describe("no VM group stays stuck; instances that die come back", () => {
 
     await waitForOperation(client, await client.stopVms(randomUUID(), requestId), { timeoutMs: 60_000 });
     expect(supervisorsOf(runDir)).toEqual([]);
+  }, 240_000);
+
+  it("kill -9 of a supervisor while its instance boots: the start reports it, and the watchdog runs it anyway", async () => {
+    // A variant of the process image that takes 4 s to say it is ready: a window to kill it in.
+    const root = fs.mkdtempSync(path.join(tmp, "slow-"));
+    const base = await makeImage(tmp, { name: "slow-base", sizeMiB: 1 });
+    const info = await extractImage(base.file, path.join(root, "fs"));
+    const serve = path.join(root, "fs", "bin", "serve");
+    fs.writeFileSync(serve, fs.readFileSync(serve, "utf8").replace("set -u\n", "set -u\nsleep 4\n"));
+    fs.rmSync(path.join(root, "fs", "manifest.json"), { force: true });
+    const file = path.join(tmp, "slow.tar");
+    await packDirectory(path.join(root, "fs"), { ...info.manifest, name: "slow" }, file);
+    const digest = await push(world, "r-1", file);
+    const requestId = randomUUID();
+    const client = world.client("r-1");
+    const op = await client.startVms({
+      request_id: requestId,
+      image_digest: digest,
+      datacenter: "r-1",
+      count: 2,
+      machine_size: "nano",
+    });
+    const victim = (await until(
+      async () =>
+        (await client.listVms(requestId)).find(
+          (v) => v.state === "booting" && instancePid(world, "r-1", v.id),
+        )?.id,
+      60_000,
+      "an instance of the group to be booting",
+    ))!;
+    process.kill(instancePid(world, "r-1", victim)!, "SIGKILL");
+    // The start saw an instance die before it was ready: it says so (the other one runs).
+    await expect(waitForOperation(client, op, { timeoutMs: 120_000 })).rejects.toThrow(/before it was ready/);
+    // The group wants 2: the one that died while booting runs again, as one killed while running would.
+    await until(
+      async () => (await client.listVms(requestId)).filter((v) => v.state === "running").length === 2,
+      60_000,
+      "both instances of the group to run",
+    );
+    const runDir = path.join(world.dc("r-1").dataDir, "instances", victim);
+    expect(supervisorsOf(runDir)).toHaveLength(1);
+    await waitForOperation(client, await client.stopVms(randomUUID(), requestId), { timeoutMs: 60_000 });
   }, 240_000);
 
   it("kill -9 of a QEMU guest's process: the watchdog boots it again, one QEMU process for it", async () => {

@@ -151,7 +151,7 @@ describe("healing a world", () => {
     expect(isAlive(instance.pid)).toBe(true);
     expect(await answers(instance.address, instance.id)).toBe(true);
     const ls = await runGci(["vm", "ls", "--world", world.dir, "--json"]);
-    const listed = (JSON.parse(ls.stdout) as { id: string; state: string }[]).find(
+    const listed = (JSON.parse(ls.stdout) as { vms: { id: string; state: string }[] }).vms.find(
       (v) => v.id === instance.id,
     );
     expect(listed?.state).toBe("running");
