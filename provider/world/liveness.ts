@@ -106,6 +106,7 @@ export function killQuietly(pid: number, signal: NodeJS.Signals = "SIGKILL"): vo
   try {
     process.kill(pid, signal);
   } catch {
-    // ESRCH: already gone, which is what the signal was for (callers checked it was the daemon).
+    // ESRCH: already gone, which is what the signal was for. Callers signal only a child they
+    // just started or a pid daemonGone confirmed is the recorded daemon.
   }
 }

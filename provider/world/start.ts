@@ -14,6 +14,7 @@ import { isAlive, killQuietly } from "./liveness";
 import { type DatacenterProcess, type WorldState, daemonMain, writeWorld } from "./record";
 import type { WorldSpec } from "./spec";
 
+/** How long a cluster manager has to write its ready file before its start counts as failed. */
 const READY_TIMEOUT_MS = 30_000;
 
 /** Starts every datacenter of a world that has no record yet, on free 127.0.0.1 ports. */
