@@ -3,7 +3,9 @@
  * store a cluster manager keeps them in.
  */
 
-export { CHUNK_SIZE, GC_GRACE_MS, MAX_CHUNK_BYTES, ImageStore, checkChunkList } from "./store";
+export { ImageStore } from "./store";
+export { checkChunkList } from "./store-record";
+export { CHUNK_SIZE, GC_GRACE_MS, MAX_CHUNK_BYTES } from "./store-types";
 export type {
   ChunkRef,
   CommitImageOptions,
@@ -12,7 +14,7 @@ export type {
   ImageEntry,
   ImageStoreOptions,
   IngestOptions,
-} from "./store";
+} from "./store-types";
 export { MAX_EXTENDED_HEADER_BYTES, packDirectory, readImage, validateArchive } from "./format";
 export type { ArchiveEntry, ArchiveSource, ImageInfo, PackResult, ReadImageOptions } from "./format";
 export { extractImage } from "./extract";

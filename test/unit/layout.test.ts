@@ -21,12 +21,10 @@ const NOT_YET_SPLIT = new Set([
   "provider/cluster/vm/host.ts",
   "provider/cluster/vm/process.ts",
   "provider/cluster/vm/qemu.ts",
-  "provider/image/store.ts",
   "provider/pulumi/dynamic/vmgroup.ts",
-  "provider/world/index.ts",
 ]);
 /** Folders whose functions are all within the limit already; the others join as they are split. */
-const FUNCTIONS_CHECKED = ["provider/catalog", "provider/image", "provider/common"];
+const FUNCTIONS_CHECKED = ["provider/catalog", "provider/image", "provider/common", "provider/world"];
 
 function providerSources(): string[] {
   return sourcesUnder(join(ROOT, "provider")).filter((f) => !NOT_YET_SPLIT.has(relative(ROOT, f)));
