@@ -3,12 +3,16 @@
  * its subject, at the endpoint the catalog names; each forward adds one hop to the call's
  * metadata ("gci-hops": how many, "gci-via": which), so a receiver can refuse a call that came
  * back to it (a datacenter record naming another's endpoint) or went too far, instead of
- * forwarding it again and again until deadlines end the chain.
+ * forwarding it again and again until deadlines end the chain. forwardTo is the one way a call
+ * is forwarded, with one error mapping.
  */
 
 import type * as grpc from "@grpc/grpc-js";
 import { checkName, isEndpoint } from "../catalog/validate";
-import { invalid, precondition } from "../common/errors";
+import type { Catalog, DatacenterRecord } from "../catalog";
+import { ClusterClient } from "../common/client";
+import { GciError, invalid, notFound, precondition, unavailable } from "../common/errors";
+import type { Logger } from "./log";
 
 /** Forwards one call may take: a client's call reaches its owner in one; more means the catalog is wrong. */
 export const MAX_HOPS = 2;
@@ -92,4 +96,59 @@ export function nextHop(
   }
   const next: Hop[] = [...route, { from: here, to: target.name, endpoint: target.endpoint }];
   return { [HOPS_KEY]: String(next.length), [VIA_KEY]: JSON.stringify(next) };
+}
+
+/** What a forward needs of the call it forwards: its metadata, which carries the route. */
+export type Incoming = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata">;
+
+/** What forwarding needs of the cluster manager doing it. */
+export interface ForwardFrom {
+  /** The datacenter forwarding, "here". */
+  readonly name: string;
+  readonly catalog: Catalog;
+  readonly log: Logger;
+}
+
+/** The catalog's record of `datacenter`, which owns what `what` is about; NOT_FOUND naming the known ones. */
+export async function owningDatacenter(
+  catalog: Catalog,
+  datacenter: string,
+  what: string,
+): Promise<DatacenterRecord> {
+  const dc = await catalog.getDatacenter(datacenter);
+  if (dc) return dc;
+  const known = (await catalog.listDatacenters()).map((d) => d.name).join(", ");
+  throw notFound(
+    `datacenter "${datacenter}" of ${what} is not in the catalog (known: ${known}): check the name, ` +
+      `or register the datacenter with \`gci world up\``,
+  );
+}
+
+/**
+ * The one way a call goes to the datacenter that owns its subject: `target` (a record, or a
+ * name looked up in the catalog, see owningDatacenter) gets the call one hop further along its
+ * route (nextHop refuses loops), `guard` runs once the route is known good, and a failure to
+ * reach it is UNAVAILABLE naming it; the owner's own answers (NOT_FOUND, ...) pass unchanged.
+ */
+export async function forwardTo<T>(
+  from: ForwardFrom,
+  call: Incoming,
+  what: string,
+  target: DatacenterRecord | string,
+  send: (client: ClusterClient) => Promise<T>,
+  guard?: () => void,
+): Promise<T> {
+  const dc = typeof target === "string" ? await owningDatacenter(from.catalog, target, what) : target;
+  const metadata = nextHop(what, routeOf(call.metadata), from.name, dc);
+  from.log.info("rpc.forwarded", { what, to: dc.name, endpoint: dc.endpoint, hops: metadata[HOPS_KEY] });
+  guard?.();
+  const client = new ClusterClient(dc.endpoint, { metadata });
+  try {
+    return await send(client);
+  } catch (e) {
+    if (GciError.isInstance(e) && e.code !== "UNAVAILABLE") throw e;
+    throw unavailable(`cluster manager of ${dc.name} at ${dc.endpoint} did not answer ${what}: ${String(e)}`);
+  } finally {
+    client.close();
+  }
 }

@@ -26,3 +26,6 @@ export function machineSize(name: string): MachineSize {
   }
   return size;
 }
+
+/** The most VMs one group (one start request) may have: checked by the provider and the cluster manager. */
+export const MAX_COUNT = 1000;

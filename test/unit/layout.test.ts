@@ -15,7 +15,6 @@ const MAX_FUNCTION_LINES = 60;
  * the test fails when a listed file is small enough to leave, so the list stays true.
  */
 const NOT_YET_SPLIT = new Set([
-  "provider/cluster/server.ts",
   "provider/cluster/transfer.ts",
   "provider/cluster/instances.ts",
   "provider/cluster/vm/host.ts",
@@ -24,7 +23,13 @@ const NOT_YET_SPLIT = new Set([
   "provider/pulumi/dynamic/vmgroup.ts",
 ]);
 /** Folders whose functions are all within the limit already; the others join as they are split. */
-const FUNCTIONS_CHECKED = ["provider/catalog", "provider/image", "provider/common", "provider/world"];
+const FUNCTIONS_CHECKED = [
+  "provider/catalog",
+  "provider/image",
+  "provider/common",
+  "provider/world",
+  "provider/cluster/services",
+];
 
 function providerSources(): string[] {
   return sourcesUnder(join(ROOT, "provider")).filter((f) => !NOT_YET_SPLIT.has(relative(ROOT, f)));

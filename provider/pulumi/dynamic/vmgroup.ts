@@ -5,7 +5,7 @@ import { checkDigest, checkName } from "../../catalog/validate";
 import { ClusterClient, Operation, Vm, waitForOperation } from "../../common/client";
 import { GciError, invalid, notFound, precondition } from "../../common/errors";
 import { DIGEST_PATTERN } from "../../common/digest";
-import { MACHINE_SIZES, machineSize } from "../../common/sizes";
+import { MACHINE_SIZES, MAX_COUNT, machineSize } from "../../common/sizes";
 import { WorldConnection, withWorld } from "./connect";
 import { importTarget, liveTopology } from "./import";
 import { Failures, isUnknown } from "./inputs";
@@ -15,8 +15,6 @@ import { ImageHint, PlannedTransfer, announcePlan, holders, planGroup, viaDatace
 import { ProgressReporter } from "./progress";
 import { CatalogOutput, checkTopology, findDatacenter, knownDatacenters, sameCatalog } from "./topology";
 
-/** The most VMs one group may ask for (the cluster manager's limit). */
-export const MAX_COUNT = 1000;
 const DEFAULT_TIMEOUT_S = 600;
 /** VM states that count as running (or on their way there). */
 const LIVE = new Set(["provisioning", "booting", "running"]);
