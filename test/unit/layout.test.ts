@@ -22,11 +22,15 @@ const NOT_YET_SPLIT = new Set([
   "provider/cluster/vm/process.ts",
   "provider/cluster/vm/qemu.ts",
   "provider/image/store.ts",
-  "provider/pulumi/dynamic/vmgroup.ts",
   "provider/world/index.ts",
 ]);
 /** Folders whose functions are all within the limit already; the others join as they are split. */
-const FUNCTIONS_CHECKED = ["provider/catalog", "provider/image", "provider/common"];
+const FUNCTIONS_CHECKED = [
+  "provider/catalog",
+  "provider/image",
+  "provider/common",
+  "provider/pulumi/dynamic",
+];
 
 function providerSources(): string[] {
   return sourcesUnder(join(ROOT, "provider")).filter((f) => !NOT_YET_SPLIT.has(relative(ROOT, f)));
