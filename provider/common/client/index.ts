@@ -1,7 +1,17 @@
 import { Readable } from "stream";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
+import type { HealthCheckRequest } from "grpc-health-check/build/src/generated/grpc/health/v1/HealthCheckRequest";
+import type { HealthCheckResponse__Output } from "grpc-health-check/build/src/generated/grpc/health/v1/HealthCheckResponse";
 import type { ClusterManagerClient } from "../../../schema/gen/gci/v1/ClusterManager";
+import type { ListImagesRequest } from "../../../schema/gen/gci/v1/ListImagesRequest";
+import type { ListImagesResponse__Output } from "../../../schema/gen/gci/v1/ListImagesResponse";
+import type { ListVmsRequest } from "../../../schema/gen/gci/v1/ListVmsRequest";
+import type { ListVmsResponse__Output } from "../../../schema/gen/gci/v1/ListVmsResponse";
+import type { GetVmLogsRequest } from "../../../schema/gen/gci/v1/GetVmLogsRequest";
+import type { VmLogs__Output } from "../../../schema/gen/gci/v1/VmLogs";
+import type { ListOperationsRequest } from "../../../schema/gen/gci/v1/ListOperationsRequest";
+import type { ListOperationsResponse__Output } from "../../../schema/gen/gci/v1/ListOperationsResponse";
 import type { Image__Output as Image } from "../../../schema/gen/gci/v1/Image";
 import type { Operation__Output as Operation } from "../../../schema/gen/gci/v1/Operation";
 import type { PeerClient } from "../../../schema/gen/gci/v1/Peer";
@@ -13,11 +23,13 @@ import type { UploadHeader } from "../../../schema/gen/gci/v1/UploadHeader";
 import type { Vm__Output as Vm } from "../../../schema/gen/gci/v1/Vm";
 import { CHANNEL_OPTIONS, loadApi } from "../rpc/proto";
 import { fromStatus } from "../rpc/status";
-import { IDEMPOTENT, isNotFound, Retrier, RetryOptions, withRetry } from "./retry";
+import { IDEMPOTENT, Retrier, RetryOptions, withRetry } from "./retry";
 
 export type { Image, Operation, StartPlan, StartVmsRequest, Vm };
 export { IDEMPOTENT, isNotFound, isUnavailable, retryBoundMs } from "./retry";
 export type { RetryEvent, RetryOptions } from "./retry";
+export { waitForOperation } from "./wait";
+export type { WaitOptions } from "./wait";
 
 /** Options of a ClusterClient. */
 export interface ClusterClientArgs {
@@ -42,14 +54,32 @@ export interface ClusterClientArgs {
   readonly retry?: RetryOptions;
 }
 
-type Health = grpc.Client & { check: grpc.requestCallback<unknown> & CallableFunction };
+/**
+ * The standard Health service's Check. grpc-health-check exports its definition untyped (a
+ * ServiceDefinition of objects) and no client, so a plain grpc.Client calls Check through it,
+ * and the response is read as the package's generated message type.
+ */
+const CHECK = healthService.Check;
+const checkResponse = (bytes: Buffer) => CHECK.responseDeserialize(bytes) as HealthCheckResponse__Output;
+
+/**
+ * One unary method of the generated ClusterManagerClient, called with metadata, call options
+ * and a callback: the typed stub method behind each of ClusterClient's calls.
+ */
+type Unary<Req, Res> = (
+  cm: ClusterManagerClient,
+  req: Req,
+  metadata: grpc.Metadata,
+  options: grpc.CallOptions,
+  callback: grpc.requestCallback<Res>,
+) => grpc.ClientUnaryCall;
 
 /** The three service stubs of one channel to one endpoint. */
 interface Connection {
   readonly endpoint: string;
   readonly cm: ClusterManagerClient;
   readonly peer: PeerClient;
-  readonly health: Health;
+  readonly health: grpc.Client;
 }
 
 function connect(endpoint: string): Connection {
@@ -59,8 +89,7 @@ function connect(endpoint: string): Connection {
   // One channel for all three services: the peer and health clients reuse the first one's.
   const channelOverride = cm.getChannel();
   const peer = new api.gci.v1.Peer(endpoint, creds, { ...CHANNEL_OPTIONS, channelOverride });
-  const HealthClient = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, "Health");
-  const health = new HealthClient(endpoint, creds, { channelOverride }) as unknown as Health;
+  const health = new grpc.Client(endpoint, creds, { channelOverride });
   return { endpoint, cm, peer, health };
 }
 
@@ -117,20 +146,27 @@ export class ClusterClient {
     old.cm.close();
   }
 
-  private call<Req, Res>(method: string, req: Req, deadlineMs = this.deadlineMs): Promise<Res> {
-    const once = () => this.callOnce<Req, Res>(method, req, deadlineMs);
+  /**
+   * Calls `invoke` (the stub method named `method`), retried on a datacenter client when the
+   * method is idempotent (retry.ts names them).
+   */
+  private call<Req, Res>(
+    method: string,
+    invoke: Unary<Req, Res>,
+    req: Req,
+    deadlineMs = this.deadlineMs,
+  ): Promise<Res> {
+    const once = () => this.callOnce(invoke, req, deadlineMs);
     if (!this.retrier || !IDEMPOTENT.has(method)) return once();
     return withRetry(this.retrier, method, this.args.retry ?? {}, once);
   }
 
-  private callOnce<Req, Res>(method: string, req: Req, deadlineMs: number): Promise<Res> {
+  private callOnce<Req, Res>(invoke: Unary<Req, Res>, req: Req, deadlineMs: number): Promise<Res> {
     return new Promise((resolve, reject) => {
-      const cm = this.conn.cm;
-      const fn = (cm as unknown as Record<string, CallableFunction>)[method].bind(cm);
       const metadata = new grpc.Metadata();
       for (const [key, value] of Object.entries(this.metadata)) metadata.set(key, value);
-      fn(req, metadata, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: Res) =>
-        err ? reject(fromStatus(err)) : resolve(res),
+      invoke(this.conn.cm, req, metadata, { deadline: Date.now() + deadlineMs }, (err, res) =>
+        err ? reject(fromStatus(err)) : resolve(res as Res),
       );
     });
   }
@@ -138,11 +174,14 @@ export class ClusterClient {
   /** The standard health check: "SERVING" when the cluster manager is up. */
   checkHealth(deadlineMs = 5000): Promise<string> {
     return new Promise((resolve, reject) => {
-      (this.conn.health as unknown as Record<string, CallableFunction>).check(
-        { service: "" },
+      const req: HealthCheckRequest = { service: "" };
+      this.conn.health.makeUnaryRequest<HealthCheckRequest, HealthCheckResponse__Output>(
+        CHECK.path,
+        CHECK.requestSerialize,
+        checkResponse,
+        req,
         { deadline: Date.now() + deadlineMs },
-        (err: grpc.ServiceError | null, res: { status: string }) =>
-          err ? reject(fromStatus(err)) : resolve(res.status),
+        (err, res) => (err ? reject(fromStatus(err)) : resolve(res!.status)),
       );
     });
   }
@@ -176,72 +215,125 @@ export class ClusterClient {
   }
 
   getImage(digest: string): Promise<Image> {
-    return this.call("getImage", { digest });
+    return this.call("getImage", (cm, r, md, o, cb) => cm.getImage(r, md, o, cb), { digest });
   }
 
   async listImages(localOnly = false): Promise<Image[]> {
-    return (await this.call<unknown, { images: Image[] }>("listImages", { local_only: localOnly })).images;
+    return (
+      await this.call<ListImagesRequest, ListImagesResponse__Output>(
+        "listImages",
+        (cm, r, md, o, cb) => cm.listImages(r, md, o, cb),
+        {
+          local_only: localOnly,
+        },
+      )
+    ).images;
   }
 
   deleteImage(requestId: string, digest: string): Promise<Image> {
-    return this.call("deleteImage", { request_id: requestId, digest });
+    return this.call("deleteImage", (cm, r, md, o, cb) => cm.deleteImage(r, md, o, cb), {
+      request_id: requestId,
+      digest,
+    });
   }
 
   startVms(req: StartVmsRequest): Promise<Operation> {
-    return this.call("startVms", req);
+    return this.call("startVms", (cm, r, md, o, cb) => cm.startVms(r, md, o, cb), req);
   }
 
   /** Where a StartVms would run and which transfer it would cause; changes nothing. */
   planStartVms(req: StartVmsRequest): Promise<StartPlan> {
-    return this.call("planStartVms", req);
+    return this.call("planStartVms", (cm, r, md, o, cb) => cm.planStartVms(r, md, o, cb), req);
   }
 
   /** Sets the number of VMs of a start request (adds or stops instances). */
   scaleVms(requestId: string, startRequestId: string, count: number): Promise<Operation> {
-    return this.call("scaleVms", { request_id: requestId, start_request_id: startRequestId, count });
+    return this.call("scaleVms", (cm, r, md, o, cb) => cm.scaleVms(r, md, o, cb), {
+      request_id: requestId,
+      start_request_id: startRequestId,
+      count,
+    });
   }
 
   /** VMs of this datacenter, or of one start request. */
   async listVms(startRequestId = ""): Promise<Vm[]> {
-    return (await this.call<unknown, { vms: Vm[] }>("listVms", { request_id: startRequestId })).vms;
+    return (
+      await this.call<ListVmsRequest, ListVmsResponse__Output>(
+        "listVms",
+        (cm, r, md, o, cb) => cm.listVms(r, md, o, cb),
+        {
+          request_id: startRequestId,
+        },
+      )
+    ).vms;
   }
 
   getVm(id: string): Promise<Vm> {
-    return this.call("getVm", { id });
+    return this.call("getVm", (cm, r, md, o, cb) => cm.getVm(r, md, o, cb), { id });
   }
 
   /** Stops the VMs of a start request (or only `vmIds`); the group is forgotten when none is left. */
   stopVms(requestId: string, startRequestId: string, vmIds: string[] = []): Promise<Operation> {
-    return this.call("stopVms", { request_id: requestId, start_request_id: startRequestId, vm_ids: vmIds });
+    return this.call("stopVms", (cm, r, md, o, cb) => cm.stopVms(r, md, o, cb), {
+      request_id: requestId,
+      start_request_id: startRequestId,
+      vm_ids: vmIds,
+    });
   }
 
   restartVm(requestId: string, vmId: string): Promise<Operation> {
-    return this.call("restartVm", { request_id: requestId, vm_id: vmId });
+    return this.call("restartVm", (cm, r, md, o, cb) => cm.restartVm(r, md, o, cb), {
+      request_id: requestId,
+      vm_id: vmId,
+    });
   }
 
   /** The tail of a VM's serial console (or a process instance's output). */
   async getVmLogs(vmId: string, tailBytes = 65536): Promise<string> {
-    return (await this.call<unknown, { text: string }>("getVmLogs", { vm_id: vmId, tail_bytes: tailBytes }))
-      .text;
+    return (
+      await this.call<GetVmLogsRequest, VmLogs__Output>(
+        "getVmLogs",
+        (cm, r, md, o, cb) => cm.getVmLogs(r, md, o, cb),
+        {
+          vm_id: vmId,
+          tail_bytes: tailBytes,
+        },
+      )
+    ).text;
   }
 
   /** Copies an image into a datacenter ahead of any VM (forwarded there). */
   replicateImage(requestId: string, digest: string, datacenter: string): Promise<Operation> {
-    return this.call("replicateImage", { request_id: requestId, digest, datacenter });
+    return this.call("replicateImage", (cm, r, md, o, cb) => cm.replicateImage(r, md, o, cb), {
+      request_id: requestId,
+      digest,
+      datacenter,
+    });
   }
 
   getOperation(id: string): Promise<Operation> {
-    return this.call("getOperation", { id });
+    return this.call("getOperation", (cm, r, md, o, cb) => cm.getOperation(r, md, o, cb), { id });
   }
 
   /** Waits up to timeoutMs for the operation to finish (the server holds the call). */
   waitOperation(id: string, timeoutMs: number): Promise<Operation> {
-    return this.call("waitOperation", { id, timeout_ms: timeoutMs }, timeoutMs + 10_000);
+    return this.call(
+      "waitOperation",
+      (cm, r, md, o, cb) => cm.waitOperation(r, md, o, cb),
+      { id, timeout_ms: timeoutMs },
+      timeoutMs + 10_000,
+    );
   }
 
   async listOperations(includeDone = false): Promise<Operation[]> {
     return (
-      await this.call<unknown, { operations: Operation[] }>("listOperations", { include_done: includeDone })
+      await this.call<ListOperationsRequest, ListOperationsResponse__Output>(
+        "listOperations",
+        (cm, r, md, o, cb) => cm.listOperations(r, md, o, cb),
+        {
+          include_done: includeDone,
+        },
+      )
     ).operations;
   }
 
@@ -254,62 +346,4 @@ export class ClusterClient {
     this.closed = true;
     this.conn.cm.close();
   }
-}
-
-/** Options of waitForOperation. */
-export interface WaitOptions {
-  readonly timeoutMs: number;
-  readonly onProgress?: (op: Operation) => void;
-  /**
-   * Sends the operation's request again, with the same request id. Operations live in the
-   * cluster manager's memory: after it restarted, WaitOperation answers NOT_FOUND for ours.
-   * The request is idempotent on the server, so sending it again finds the work done so far
-   * (in the catalog) and answers a new operation to follow.
-   * @default none: NOT_FOUND is the caller's
-   */
-  readonly reissue?: () => Promise<Operation>;
-}
-
-/** Re-issues allowed for one wait: each one is a restart of the cluster manager meanwhile. */
-const MAX_REISSUES = 5;
-
-/**
- * Polls an operation until it is done, reporting each state to `onProgress` (four times a
- * second), and fails after `timeoutMs`. Throws the operation's error as a GciError.
- */
-export async function waitForOperation(
-  client: ClusterClient,
-  op: Operation,
-  opts: WaitOptions,
-): Promise<Operation> {
-  const deadline = Date.now() + opts.timeoutMs;
-  let current = op;
-  let reissues = 0;
-  while (!current.done) {
-    opts.onProgress?.(current);
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      throw fromStatus({
-        code: grpc.status.DEADLINE_EXCEEDED,
-        details: `operation ${op.id} still running after ${opts.timeoutMs} ms: check it with \`gci transfers\``,
-        message: "",
-      });
-    }
-    try {
-      // A short wait, so progress (bytes, instances ready) is reported several times a second.
-      current = await client.waitOperation(current.id, Math.min(250, left));
-    } catch (e) {
-      if (!opts.reissue || !isNotFound(e) || reissues >= MAX_REISSUES) throw e;
-      reissues++;
-      current = await opts.reissue();
-    }
-  }
-  opts.onProgress?.(current);
-  if (current.error)
-    throw fromStatus({
-      code: grpc.status[current.error_code as keyof typeof grpc.status] ?? 13,
-      details: current.error,
-      message: "",
-    });
-  return current;
 }

@@ -9,7 +9,7 @@ import { derivedRequestId, nextGeneration } from "./keys";
 import { ImageHint, PlannedTransfer, announcePlan, holders } from "./plan";
 import { ProgressReporter } from "./progress";
 import { CatalogOutput, checkTopology } from "./topology";
-import type { TransferOutput } from "./vmgroup";
+import type { TransferOutput } from "./vmgroup-types";
 import { notImportable } from "./import";
 
 const MAX_ATTEMPTS = 20;

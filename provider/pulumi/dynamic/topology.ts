@@ -40,7 +40,7 @@ const show = (v: unknown): string => (v === undefined ? "missing" : JSON.stringi
  */
 export function catalogOutputProblems(value: unknown, where = "catalog"): pulumi.dynamic.CheckFailure[] {
   const out: pulumi.dynamic.CheckFailure[] = [];
-  const add = (property: string, reason: string) => out.push({ property, reason });
+  const add: AddProblem = (property, reason) => out.push({ property, reason });
   if (isUnknown(value)) return out;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     add(where, `is ${show(value)}, not a catalog stack output object: ${HINT}`);
@@ -56,63 +56,88 @@ export function catalogOutputProblems(value: unknown, where = "catalog"): pulumi
       `is ${show(v.catalog)}, expected the catalog location "sqlite:/abs/path/catalog.db" or "etcd://host:port,..."`,
     );
   }
-  const regions = new Set<string>();
-  if (!isUnknown(v.regions)) {
-    if (!Array.isArray(v.regions) || v.regions.length === 0) {
-      add(`${where}.regions`, `is ${show(v.regions)}, expected a non-empty list of region names`);
-    } else {
-      v.regions.forEach((r, i) => {
-        if (isUnknown(r)) return;
-        if (typeof r !== "string" || !NAME.test(r)) {
-          add(
-            `${where}.regions[${i}]`,
-            `is ${show(r)}, not a region name (1-63 letters, digits, '.', '_', '-')`,
-          );
-        } else if (regions.has(r)) {
-          add(`${where}.regions[${i}]`, `region "${r}" is listed twice: list each region once`);
-        } else regions.add(r);
-      });
-    }
-  }
-  if (!isUnknown(v.datacenters)) {
-    if (!Array.isArray(v.datacenters) || v.datacenters.length === 0) {
-      add(`${where}.datacenters`, `is ${show(v.datacenters)}, expected a non-empty list of datacenters`);
-    } else {
-      const names = new Set<string>();
-      v.datacenters.forEach((d, i) => {
-        const p = `${where}.datacenters[${i}]`;
-        if (isUnknown(d)) return;
-        if (typeof d !== "object" || d === null) {
-          add(p, `is ${show(d)}, expected { name, region, endpoint }`);
-          return;
-        }
-        const dc = d as Record<string, unknown>;
-        if (!isUnknown(dc.name)) {
-          if (typeof dc.name !== "string" || !NAME.test(dc.name)) {
-            add(
-              `${p}.name`,
-              `is ${show(dc.name)}, not a datacenter name (1-63 letters, digits, '.', '_', '-')`,
-            );
-          } else if (names.has(dc.name)) {
-            add(`${p}.name`, `datacenter "${dc.name}" is listed twice: names are unique in a world`);
-          } else names.add(dc.name);
-        }
-        if (!isUnknown(dc.region)) {
-          if (typeof dc.region !== "string" || !NAME.test(dc.region)) {
-            add(`${p}.region`, `is ${show(dc.region)}, not a region name`);
-          } else if (Array.isArray(v.regions) && !isUnknown(v.regions) && !regions.has(dc.region)) {
-            add(`${p}.region`, `region "${dc.region}" is not in ${where}.regions: add it there`);
-          }
-        }
-        if (!isUnknown(dc.endpoint)) {
-          if (!isEndpoint(dc.endpoint)) {
-            add(`${p}.endpoint`, `is ${show(dc.endpoint)}, expected host:port like "127.0.0.1:7001"`);
-          }
-        }
-      });
-    }
-  }
+  const regions = regionProblems(v.regions, where, add);
+  if (!isUnknown(v.datacenters)) datacentersProblems(v, where, regions, add);
   return out;
+}
+
+/** Records one check failure. */
+type AddProblem = (property: string, reason: string) => void;
+
+/** Adds the problems of a catalog output's `regions`; the valid region names, each once. */
+function regionProblems(value: unknown, where: string, add: AddProblem): Set<string> {
+  const regions = new Set<string>();
+  if (isUnknown(value)) return regions;
+  if (!Array.isArray(value) || value.length === 0) {
+    add(`${where}.regions`, `is ${show(value)}, expected a non-empty list of region names`);
+    return regions;
+  }
+  value.forEach((r, i) => {
+    if (isUnknown(r)) return;
+    if (typeof r !== "string" || !NAME.test(r)) {
+      add(`${where}.regions[${i}]`, `is ${show(r)}, not a region name (1-63 letters, digits, '.', '_', '-')`);
+    } else if (regions.has(r)) {
+      add(`${where}.regions[${i}]`, `region "${r}" is listed twice: list each region once`);
+    } else regions.add(r);
+  });
+  return regions;
+}
+
+/** Adds the problems of a catalog output's (known) `datacenters`, given its valid `regions`. */
+function datacentersProblems(
+  v: Record<string, unknown>,
+  where: string,
+  regions: Set<string>,
+  add: AddProblem,
+): void {
+  if (!Array.isArray(v.datacenters) || v.datacenters.length === 0) {
+    add(`${where}.datacenters`, `is ${show(v.datacenters)}, expected a non-empty list of datacenters`);
+    return;
+  }
+  // The region check applies only when the regions are a known list (else they were reported).
+  const regionsKnown = Array.isArray(v.regions) && !isUnknown(v.regions);
+  const names = new Set<string>();
+  v.datacenters.forEach((d, i) => {
+    const p = `${where}.datacenters[${i}]`;
+    if (isUnknown(d)) return;
+    if (typeof d !== "object" || d === null) {
+      add(p, `is ${show(d)}, expected { name, region, endpoint }`);
+      return;
+    }
+    datacenterProblems(d as Record<string, unknown>, { p, where, names, regions, regionsKnown }, add);
+  });
+}
+
+/** Adds the problems of one datacenter entry at path `at.p`; records its name in `at.names`. */
+function datacenterProblems(
+  dc: Record<string, unknown>,
+  at: {
+    readonly p: string;
+    readonly where: string;
+    readonly names: Set<string>;
+    readonly regions: Set<string>;
+    readonly regionsKnown: boolean;
+  },
+  add: AddProblem,
+): void {
+  const { p, names } = at;
+  if (!isUnknown(dc.name)) {
+    if (typeof dc.name !== "string" || !NAME.test(dc.name)) {
+      add(`${p}.name`, `is ${show(dc.name)}, not a datacenter name (1-63 letters, digits, '.', '_', '-')`);
+    } else if (names.has(dc.name)) {
+      add(`${p}.name`, `datacenter "${dc.name}" is listed twice: names are unique in a world`);
+    } else names.add(dc.name);
+  }
+  if (!isUnknown(dc.region)) {
+    if (typeof dc.region !== "string" || !NAME.test(dc.region)) {
+      add(`${p}.region`, `is ${show(dc.region)}, not a region name`);
+    } else if (at.regionsKnown && !at.regions.has(dc.region)) {
+      add(`${p}.region`, `region "${dc.region}" is not in ${at.where}.regions: add it there`);
+    }
+  }
+  if (!isUnknown(dc.endpoint) && !isEndpoint(dc.endpoint)) {
+    add(`${p}.endpoint`, `is ${show(dc.endpoint)}, expected host:port like "127.0.0.1:7001"`);
+  }
 }
 
 /** `value` as a CatalogOutput, or INVALID_ARGUMENT listing every problem at once. */
