@@ -16,7 +16,6 @@ const MAX_FUNCTION_LINES = 60;
  */
 const NOT_YET_SPLIT = new Set([
   "provider/cluster/server.ts",
-  "provider/cluster/transfer.ts",
   "provider/cluster/instances.ts",
   "provider/cluster/vm/host.ts",
   "provider/cluster/vm/process.ts",
@@ -26,7 +25,12 @@ const NOT_YET_SPLIT = new Set([
   "provider/world/index.ts",
 ]);
 /** Folders whose functions are all within the limit already; the others join as they are split. */
-const FUNCTIONS_CHECKED = ["provider/catalog", "provider/image", "provider/common"];
+const FUNCTIONS_CHECKED = [
+  "provider/catalog",
+  "provider/image",
+  "provider/common",
+  "provider/cluster/transfer",
+];
 
 function providerSources(): string[] {
   return sourcesUnder(join(ROOT, "provider")).filter((f) => !NOT_YET_SPLIT.has(relative(ROOT, f)));
