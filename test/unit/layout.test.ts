@@ -15,7 +15,6 @@ const MAX_FUNCTION_LINES = 60;
  * the test fails when a listed file is small enough to leave, so the list stays true.
  */
 const NOT_YET_SPLIT = new Set([
-  "provider/cluster/transfer.ts",
   "provider/cluster/instances.ts",
   "provider/cluster/vm/host.ts",
   "provider/cluster/vm/process.ts",
@@ -28,6 +27,7 @@ const FUNCTIONS_CHECKED = [
   "provider/common",
   "provider/world",
   "provider/cluster/services",
+  "provider/cluster/transfer",
   "provider/pulumi/dynamic",
 ];
 
