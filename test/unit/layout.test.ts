@@ -20,7 +20,6 @@ const NOT_YET_SPLIT = new Set([
   "provider/cluster/instances.ts",
   "provider/cluster/vm/host.ts",
   "provider/cluster/vm/process.ts",
-  "provider/cluster/vm/qemu.ts",
   "provider/image/store.ts",
   "provider/pulumi/dynamic/vmgroup.ts",
   "provider/world/index.ts",
