@@ -19,7 +19,6 @@ const NOT_YET_SPLIT = new Set([
   "provider/cluster/transfer.ts",
   "provider/cluster/instances.ts",
   "provider/cluster/vm/host.ts",
-  "provider/cluster/vm/process.ts",
   "provider/image/store.ts",
   "provider/pulumi/dynamic/vmgroup.ts",
   "provider/world/index.ts",
