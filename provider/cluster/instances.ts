@@ -97,6 +97,8 @@ export class InstanceManager {
   /** Serializes work on one group (start, scale, stop), in this process. */
   private withGroup<T>(requestId: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.groupLocks.get(requestId) ?? Promise.resolve();
+    // The previous holder's failure was already reported to its own caller; here it only ends
+    // that holder's turn, so the next one runs either way.
     const next = prev.catch(() => undefined).then(fn);
     this.groupLocks.set(requestId, next);
     return next.finally(() => {
@@ -213,6 +215,8 @@ export class InstanceManager {
     } catch (e) {
       log.warn("instance.failed", { requestId: group.requestId, id, error: String(e) });
       const handle = loadHandle(runDir);
+      // The start's own error (logged above, rethrown below) is the one to report; an instance
+      // that would not stop is still recorded as failed and found by its handle on a later stop.
       if (handle) await driver.stop(handle, 2000).catch(() => undefined);
       await this.put({ ...base, state: "failed", addresses: {} });
       throw e;
@@ -352,7 +356,9 @@ export class InstanceManager {
           () => this.put({ ...vm, state: "running", addresses: handle.addresses }),
           () => this.put({ ...vm, state: "failed", addresses: {} }),
         )
-        .catch(() => undefined);
+        .catch((e: unknown) =>
+          this.args.log.warn("instance.recover_failed", { id: vm.id, error: String(e) }),
+        );
     } else if (!alive) {
       // Nothing runs in this new process yet, so an instance without a live process (even one
       // still "provisioning" when the old process died) has failed; a repeated start restarts it.
