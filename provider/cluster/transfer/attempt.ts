@@ -128,6 +128,10 @@ export class PullAttempt {
       await Promise.all(this.writes);
       return await this.allStored();
     } catch (e) {
+      // Nothing of a failed attempt lands after it ends: the collector drops a cancelled pull's
+      // chunks as soon as the pull has ended, so a write still in flight would outlive it.
+      await Promise.allSettled([this.overSocket]);
+      await Promise.allSettled([...this.writes]);
       throw await this.whyItFailed(e);
     }
   }
