@@ -195,6 +195,10 @@ export class InstanceManager {
     fs.rmSync(runDir, { recursive: true, force: true });
     fs.mkdirSync(runDir, { recursive: true });
     const base = { id, requestId: group.requestId, datacenter, digest: group.digest };
+    // A restart (the watchdog's, or a repeated start's) must not leave the old "running" in the
+    // catalog while the new process boots: it is provisioning until driver.start has it booting.
+    if (record !== undefined && record.state !== "provisioning")
+      await this.put({ ...base, state: "provisioning", addresses: {} });
     try {
       failpoint("instance.start");
       const handle = await driver.start({
