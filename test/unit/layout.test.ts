@@ -14,10 +14,7 @@ const MAX_FUNCTION_LINES = 60;
  * Files not split yet (issue 12 is open): a ratchet. A file may leave this list, never join it;
  * the test fails when a listed file is small enough to leave, so the list stays true.
  */
-const NOT_YET_SPLIT = new Set([
-  "provider/cluster/instances.ts",
-  "provider/cluster/vm/host.ts",
-]);
+const NOT_YET_SPLIT = new Set(["provider/cluster/instances.ts", "provider/cluster/vm/host.ts"]);
 /** Folders whose functions are all within the limit already; the others join as they are split. */
 const FUNCTIONS_CHECKED = [
   "provider/catalog",
